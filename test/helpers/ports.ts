@@ -1,0 +1,38 @@
+// Port allocation for tests: every test binds its own free ports so that tests (and developers
+// running tests side by side) never collide on the default ports.
+import dgram from 'node:dgram';
+import net from 'node:net';
+
+export async function freeTcpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function udpFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', () => resolve(false));
+    s.bind(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/** A base port such that base..base+count-1 are all free for UDP right now. */
+export async function freeUdpRange(count: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * (40000 - count));
+    let ok = true;
+    for (let i = 0; i < count && ok; i++) ok = await udpFree(base + i);
+    if (ok) return base;
+  }
+  throw new Error(`no free UDP range of ${count} ports`);
+}
+
+export async function freeUdpPort(): Promise<number> {
+  return freeUdpRange(1);
+}
