@@ -1,0 +1,103 @@
+// Talking to shuckle over HTTP: the block-service list (the original `/show_me_what_you_got`),
+// and, as extensions, where the shards and the CDC are, so that a cluster can span machines.
+//
+// Contract (served by src/shuckle, used by shards, the CDC and clients):
+//   GET  /show_me_what_you_got            → BlockServiceEntry[]  (secret_key only with the cluster secret)
+//   GET  /api/shards                      → ShardEntry[]   (one per registered shard)
+//   GET  /api/cdc                         → CdcEntry | null
+//   POST /api/register_shards  {shards: [{id, ip, port}]}   (authenticated with the cluster secret)
+//   POST /api/register_cdc     {ip, port}                    (authenticated with the cluster secret)
+// The cluster secret travels in the `x-eggsfs-secret` header (hex), never in a URL.
+
+export const SECRET_HEADER = 'x-eggsfs-secret';
+export const DEFAULT_HTTP_TIMEOUT_MS = 5_000;
+
+export interface BlockServiceEntry {
+  ip: string;
+  port: number;
+  storage_class: number;
+  is_terminal: boolean;
+  is_stale: boolean;
+  write_weight: number;
+  /** Hex; empty unless the request carried the cluster secret. */
+  secret_key: string;
+  // Extensions (absent from the original, ignored by original shards):
+  id?: number;
+  failure_domain?: string;
+  status?: 'ok' | 'drain' | 'terminal';
+  used_bytes?: number;
+  free_bytes?: number;
+  used_n?: number;
+  last_seen_ms?: number;
+}
+
+export interface ShardEntry {
+  id: number;
+  ip: string;
+  port: number;
+  last_seen_ms: number;
+}
+
+export interface CdcEntry {
+  ip: string;
+  port: number;
+  last_seen_ms: number;
+}
+
+export interface ShuckleClientOptions {
+  url: string;
+  /** Hex cluster secret; needed for keys and registrations. */
+  secret?: string;
+  timeoutMs?: number;
+}
+
+async function call(opts: ShuckleClientOptions, path: string, init: { method?: string; body?: unknown } = {}): Promise<unknown> {
+  const headers: Record<string, string> = {};
+  if (opts.secret) headers[SECRET_HEADER] = opts.secret;
+  if (init.body !== undefined) headers['content-type'] = 'application/json';
+  const url = new URL(path, opts.url).toString();
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: init.method ?? 'GET',
+      headers,
+      body: init.body === undefined ? undefined : JSON.stringify(init.body),
+      signal: AbortSignal.timeout(opts.timeoutMs ?? DEFAULT_HTTP_TIMEOUT_MS),
+    });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+    throw new Error(`shuckle at ${opts.url} is unreachable (${cause})`);
+  }
+  if (!res.ok) throw new Error(`shuckle ${init.method ?? 'GET'} ${path}: HTTP ${res.status} ${await res.text().catch(() => '')}`.trim());
+  return res.json();
+}
+
+export async function fetchBlockServices(opts: ShuckleClientOptions): Promise<BlockServiceEntry[]> {
+  const v = await call(opts, '/show_me_what_you_got');
+  if (!Array.isArray(v)) throw new Error('shuckle: /show_me_what_you_got is not a list');
+  return v as BlockServiceEntry[];
+}
+
+export async function fetchShards(opts: ShuckleClientOptions): Promise<ShardEntry[]> {
+  return (await call(opts, '/api/shards')) as ShardEntry[];
+}
+
+export async function fetchCdc(opts: ShuckleClientOptions): Promise<CdcEntry | null> {
+  return (await call(opts, '/api/cdc')) as CdcEntry | null;
+}
+
+export async function registerShards(opts: ShuckleClientOptions, shards: { id: number; ip: string; port: number }[]): Promise<void> {
+  await call(opts, '/api/register_shards', { method: 'POST', body: { shards } });
+}
+
+export async function registerCdc(opts: ShuckleClientOptions, addr: { ip: string; port: number }): Promise<void> {
+  await call(opts, '/api/register_cdc', { method: 'POST', body: addr });
+}
+
+/** The cluster secret from EGGSFS_CLUSTER_SECRET or a file, as hex; undefined when neither is set. */
+export async function loadClusterSecret(file?: string): Promise<string | undefined> {
+  if (process.env.EGGSFS_CLUSTER_SECRET) return process.env.EGGSFS_CLUSTER_SECRET.trim();
+  if (!file) return undefined;
+  const { readFile } = await import('node:fs/promises');
+  return (await readFile(file, 'utf8')).trim();
+}
