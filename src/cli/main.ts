@@ -6,7 +6,7 @@ import { EggsError } from '../proto/errors.js';
 
 export interface Command {
   readonly summary: string;
-  /** Module that exports `run(argv: string[]): Promise<number | void>`. */
+  /** Module that exports `run(argv: string[], name: string): Promise<number | void>`. */
   readonly module: string;
 }
 
@@ -51,8 +51,8 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   try {
-    const mod = (await import(cmd.module)) as { run(argv: string[]): Promise<number | void> };
-    const code = await mod.run(rest);
+    const mod = (await import(cmd.module)) as { run(argv: string[], name: string): Promise<number | void> };
+    const code = await mod.run(rest, name);
     if (typeof code === 'number') process.exitCode = code;
   } catch (err) {
     if (err instanceof UsageError) {
