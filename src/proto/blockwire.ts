@@ -1,7 +1,7 @@
 // The block-service TCP protocol (services.md §2.3) and shuckle's registration datagram (§2.7):
 // fixed layouts, declared once like the UDP messages. Each request and response starts with an
 // ASCII kind byte; the body after it is the struct declared here.
-import { fixed, struct, u16, u32, u64, u8, type Infer } from './bincode.js';
+import { decode, encode, fixed, struct, u16, u32, u64, u8, type Infer } from './bincode.js';
 
 const crc32 = fixed(4);
 const mac8 = fixed(8);
@@ -61,4 +61,43 @@ export function blockRelativePath(blockId: bigint): string {
   b.writeBigUInt64LE(blockId);
   const name = b.toString('hex');
   return `${name.slice(0, 2)}/${name}`;
+}
+
+/**
+ * Extension of the registration datagram: an optional failure-domain name (UTF-8, zero-padded to
+ * 16 bytes) after the original 19 bytes. Shuckle accepts both lengths, so original block
+ * services keep registering unchanged.
+ */
+export const FAILURE_DOMAIN_BYTES = 16;
+export const SHUCKLE_REGISTRATION_EXT_BYTES = SHUCKLE_REGISTRATION_BYTES + FAILURE_DOMAIN_BYTES;
+
+export interface ShuckleRegistrationInfo {
+  secretKey: Buffer;
+  port: number;
+  storageClass: number;
+  failureDomain: string;
+}
+
+export function encodeShuckleRegistration(r: ShuckleRegistrationInfo): Buffer {
+  const fd = Buffer.from(r.failureDomain, 'utf8');
+  if (fd.length > FAILURE_DOMAIN_BYTES) throw new RangeError(`failure domain "${r.failureDomain}" is longer than ${FAILURE_DOMAIN_BYTES} bytes`);
+  const base = encode(ShuckleRegistration, { secretKey: r.secretKey, port: r.port, storageClass: r.storageClass });
+  if (fd.length === 0) return base;
+  const out = Buffer.alloc(SHUCKLE_REGISTRATION_EXT_BYTES);
+  base.copy(out, 0);
+  fd.copy(out, SHUCKLE_REGISTRATION_BYTES);
+  return out;
+}
+
+/** The registration in `buf`, or null when it has neither accepted length. */
+export function decodeShuckleRegistration(buf: Buffer): ShuckleRegistrationInfo | null {
+  if (buf.length !== SHUCKLE_REGISTRATION_BYTES && buf.length !== SHUCKLE_REGISTRATION_EXT_BYTES) return null;
+  const r = decode(ShuckleRegistration, buf.subarray(0, SHUCKLE_REGISTRATION_BYTES));
+  let failureDomain = '';
+  if (buf.length === SHUCKLE_REGISTRATION_EXT_BYTES) {
+    const fd = buf.subarray(SHUCKLE_REGISTRATION_BYTES);
+    const end = fd.indexOf(0);
+    failureDomain = fd.subarray(0, end < 0 ? fd.length : end).toString('utf8');
+  }
+  return { secretKey: Buffer.from(r.secretKey), port: r.port, storageClass: r.storageClass, failureDomain };
 }

@@ -1,0 +1,355 @@
+// One block service's directory (services.md §2.2): secret.key (flock'ed while we run), and one file
+// per block at XX/<hex of the id's LE bytes>, raw bytes only, as the original lays it out.
+//
+// Additions, invisible to the original layout:
+//  - Writes go to XX/.tmp-<name>-<rand>, are fsynced, then renamed into place and the directory is
+//    fsynced, so a crash never leaves a short block under the real name.
+//  - block-crcs.log records (id, size, crc) for every stored block (16-byte records, fsynced with
+//    group commit before the rename), so that fetch can re-check a block against the CRC it was
+//    written with. A block file without a record (placed by the original service) is served
+//    unchecked. Erase appends a tombstone.
+import fs from 'node:fs';
+import fsp, { type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { blockRelativePath } from '../proto/blockwire.js';
+import { KEY_BYTES, newSecretKey } from '../proto/crypto.js';
+import { flockExclusive } from './lock.js';
+import type { Logger } from '../util/log.js';
+
+export const SECRET_KEY_FILE = 'secret.key';
+export const CRC_LOG_FILE = 'block-crcs.log';
+const CRC_RECORD_BYTES = 16;
+const TOMBSTONE_SIZE = 0xffffffff;
+const TMP_PREFIX = '.tmp-';
+/** Rewrite the CRC log at startup when it holds this many more records than live blocks. */
+const CRC_LOG_COMPACT_SLACK = 4096;
+
+export interface BlockInfo {
+  sizeBytes: number;
+  crc: number;
+}
+
+export class StoreError extends Error {
+  override readonly name = 'StoreError';
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Append-only (id, size, crc) log with group commit: concurrent appends share one fdatasync. */
+class CrcLog {
+  private pending: { rec: Buffer; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private flushing = false;
+  constructor(private readonly fh: FileHandle) {}
+
+  append(blockId: bigint, info: BlockInfo | null): Promise<void> {
+    const rec = Buffer.allocUnsafe(CRC_RECORD_BYTES);
+    rec.writeBigUInt64LE(blockId, 0);
+    rec.writeUInt32LE(info ? info.sizeBytes : TOMBSTONE_SIZE, 8);
+    rec.writeUInt32LE(info ? info.crc >>> 0 : 0, 12);
+    return new Promise((resolve, reject) => {
+      this.pending.push({ rec, resolve, reject });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    while (this.pending.length > 0) {
+      const batch = this.pending;
+      this.pending = [];
+      try {
+        await this.fh.writev(batch.map((b) => b.rec)); // O_APPEND: position is the end
+        await this.fh.datasync();
+        for (const b of batch) b.resolve();
+      } catch (err) {
+        for (const b of batch) b.reject(err as Error);
+      }
+    }
+    this.flushing = false;
+  }
+
+  close(): Promise<void> {
+    return this.fh.close();
+  }
+}
+
+function parseCrcLog(buf: Buffer, into: Map<bigint, BlockInfo>): number {
+  const records = Math.floor(buf.length / CRC_RECORD_BYTES);
+  for (let i = 0; i < records; i++) {
+    const o = i * CRC_RECORD_BYTES;
+    const id = buf.readBigUInt64LE(o);
+    const size = buf.readUInt32LE(o + 8);
+    if (size === TOMBSTONE_SIZE) into.delete(id);
+    else into.set(id, { sizeBytes: size, crc: buf.readUInt32LE(o + 12) });
+  }
+  return records;
+}
+
+/** A block being received: bytes go to a temp file, which becomes the block on commit. */
+export class PendingBlock {
+  private position = 0;
+  constructor(
+    private readonly store: BlockStore,
+    readonly blockId: bigint,
+    readonly tmpPath: string,
+    readonly finalPath: string,
+    private readonly fh: FileHandle,
+  ) {}
+
+  async append(chunks: Buffer[]): Promise<void> {
+    let n = 0;
+    for (const c of chunks) n += c.length;
+    // writev may write short; loop until everything is on its way to disk.
+    let written = 0;
+    while (written < n) {
+      const r = await this.fh.writev(written === 0 ? chunks : sliceChunks(chunks, written), this.position + written);
+      if (r.bytesWritten <= 0) throw new StoreError(`${this.tmpPath}: write made no progress`);
+      written += r.bytesWritten;
+    }
+    this.position += n;
+  }
+
+  get sizeBytes(): number {
+    return this.position;
+  }
+
+  /** fsync the data, record the CRC, rename into place, fsync the directory. */
+  async commit(info: BlockInfo): Promise<void> {
+    if (info.sizeBytes !== this.position) throw new StoreError(`${this.tmpPath}: committing ${info.sizeBytes} bytes but wrote ${this.position}`);
+    await this.fh.sync();
+    await this.fh.close();
+    await this.store.recordAndPublish(this, info);
+  }
+
+  async abort(): Promise<void> {
+    await this.fh.close().catch(() => {});
+    await fsp.unlink(this.tmpPath).catch(() => {});
+  }
+}
+
+function sliceChunks(chunks: Buffer[], skip: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const c of chunks) {
+    if (skip >= c.length) {
+      skip -= c.length;
+      continue;
+    }
+    out.push(skip > 0 ? c.subarray(skip) : c);
+    skip = 0;
+  }
+  return out;
+}
+
+export class BlockStore {
+  private readonly crcs = new Map<bigint, BlockInfo>();
+  private readonly subdirsMade = new Set<string>();
+  private usedBytesCount = 0;
+  private usedBlocksCount = 0;
+  /** Serialises operations on the same block id (a retried write racing its original, erase). */
+  private readonly busy = new Map<bigint, Promise<unknown>>();
+
+  private constructor(
+    readonly dir: string,
+    readonly secretKey: Buffer,
+    private readonly keyFd: number,
+    private readonly crcLog: CrcLog,
+  ) {}
+
+  static async open(dir: string, log: Logger): Promise<BlockStore> {
+    await fsp.mkdir(dir, { recursive: true });
+    const keyPath = path.join(dir, SECRET_KEY_FILE);
+    const keyFd = fs.openSync(keyPath, 'a+');
+    try {
+      flockExclusive(keyFd, keyPath);
+      let key: Buffer = Buffer.alloc(0);
+      const st = fs.fstatSync(keyFd);
+      if (st.size === 0) {
+        key = Buffer.from(newSecretKey());
+        fs.writeSync(keyFd, key);
+        fs.fsyncSync(keyFd);
+        await fsyncDir(dir);
+        log.info(`${dir}: generated a new secret key`);
+      } else if (st.size !== KEY_BYTES) {
+        throw new StoreError(`${keyPath} holds ${st.size} bytes, expected exactly ${KEY_BYTES}`);
+      } else {
+        key = Buffer.alloc(KEY_BYTES);
+        fs.readSync(keyFd, key, 0, KEY_BYTES, 0);
+      }
+      const crcPath = path.join(dir, CRC_LOG_FILE);
+      const crcs = new Map<bigint, BlockInfo>();
+      let records = 0;
+      try {
+        const buf = await fsp.readFile(crcPath);
+        records = parseCrcLog(buf, crcs);
+        if (buf.length % CRC_RECORD_BYTES !== 0) {
+          log.warn(`${crcPath}: dropping a torn trailing record (${buf.length % CRC_RECORD_BYTES} bytes)`);
+          await fsp.truncate(crcPath, records * CRC_RECORD_BYTES);
+        }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+      if (records > crcs.size + CRC_LOG_COMPACT_SLACK) {
+        const tmp = crcPath + '.compact';
+        const out = Buffer.allocUnsafe(crcs.size * CRC_RECORD_BYTES);
+        let o = 0;
+        for (const [id, info] of crcs) {
+          out.writeBigUInt64LE(id, o);
+          out.writeUInt32LE(info.sizeBytes, o + 8);
+          out.writeUInt32LE(info.crc, o + 12);
+          o += CRC_RECORD_BYTES;
+        }
+        const fh = await fsp.open(tmp, 'w');
+        await fh.writeFile(out);
+        await fh.sync();
+        await fh.close();
+        await fsp.rename(tmp, crcPath);
+        await fsyncDir(dir);
+        log.info(`${crcPath}: compacted ${records} records to ${crcs.size}`);
+      }
+      const crcFh = await fsp.open(crcPath, 'a');
+      const store = new BlockStore(dir, key, keyFd, new CrcLog(crcFh));
+      for (const [id, info] of crcs) store.crcs.set(id, info);
+      await store.scan(log);
+      return store;
+    } catch (err) {
+      fs.closeSync(keyFd);
+      throw err;
+    }
+  }
+
+  /** Counts stored blocks and removes temp files left by a crash mid-write. */
+  private async scan(log: Logger): Promise<void> {
+    let tmpRemoved = 0;
+    for (let i = 0; i < 256; i++) {
+      const sub = i.toString(16).padStart(2, '0');
+      const subPath = path.join(this.dir, sub);
+      let names: string[];
+      try {
+        names = await fsp.readdir(subPath);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
+      this.subdirsMade.add(sub);
+      for (const name of names) {
+        const p = path.join(subPath, name);
+        if (name.startsWith(TMP_PREFIX)) {
+          await fsp.unlink(p).catch(() => {});
+          tmpRemoved++;
+          continue;
+        }
+        const st = await fsp.stat(p).catch(() => null);
+        if (!st || !st.isFile()) continue;
+        this.usedBytesCount += st.size;
+        this.usedBlocksCount++;
+      }
+    }
+    if (tmpRemoved > 0) log.warn(`${this.dir}: removed ${tmpRemoved} unfinished block writes left by a crash`);
+  }
+
+  get usedBytes(): number {
+    return this.usedBytesCount;
+  }
+  get usedBlocks(): number {
+    return this.usedBlocksCount;
+  }
+
+  blockPath(blockId: bigint): string {
+    return path.join(this.dir, blockRelativePath(blockId));
+  }
+
+  /** The CRC and size the block was written with, if we wrote it. */
+  recorded(blockId: bigint): BlockInfo | undefined {
+    return this.crcs.get(blockId);
+  }
+
+  /** Runs `fn` with no other exclusive operation on the same block id in progress. */
+  async exclusive<T>(blockId: bigint, fn: () => Promise<T>): Promise<T> {
+    for (;;) {
+      const prev = this.busy.get(blockId);
+      if (!prev) break;
+      await prev.catch(() => {});
+    }
+    const p = fn();
+    this.busy.set(blockId, p);
+    try {
+      return await p;
+    } finally {
+      if (this.busy.get(blockId) === p) this.busy.delete(blockId);
+    }
+  }
+
+  async fileSize(blockId: bigint): Promise<number | null> {
+    try {
+      return (await fsp.stat(this.blockPath(blockId))).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  private async ensureSubdir(sub: string): Promise<void> {
+    if (this.subdirsMade.has(sub)) return;
+    try {
+      await fsp.mkdir(path.join(this.dir, sub));
+      await fsyncDir(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    this.subdirsMade.add(sub);
+  }
+
+  async beginWrite(blockId: bigint): Promise<PendingBlock> {
+    const rel = blockRelativePath(blockId);
+    const sub = rel.slice(0, 2);
+    await this.ensureSubdir(sub);
+    const finalPath = path.join(this.dir, rel);
+    const tmpPath = path.join(this.dir, sub, `${TMP_PREFIX}${rel.slice(3)}-${randomBytes(4).toString('hex')}`);
+    const fh = await fsp.open(tmpPath, 'wx');
+    return new PendingBlock(this, blockId, tmpPath, finalPath, fh);
+  }
+
+  /** Called by PendingBlock.commit: CRC record first, so every visible block has one. */
+  async recordAndPublish(p: PendingBlock, info: BlockInfo): Promise<void> {
+    await this.crcLog.append(p.blockId, info);
+    const previous = await this.fileSize(p.blockId);
+    await fsp.rename(p.tmpPath, p.finalPath);
+    await fsyncDir(path.dirname(p.finalPath));
+    this.crcs.set(p.blockId, info);
+    if (previous === null) this.usedBlocksCount++;
+    this.usedBytesCount += info.sizeBytes - (previous ?? 0);
+  }
+
+  /** Removes a block; a missing block is fine (erase is idempotent). */
+  async erase(blockId: bigint): Promise<void> {
+    const p = this.blockPath(blockId);
+    const size = await this.fileSize(blockId);
+    if (size !== null) {
+      await fsp.unlink(p);
+      await fsyncDir(path.dirname(p));
+      this.usedBlocksCount--;
+      this.usedBytesCount -= size;
+    }
+    if (this.crcs.has(blockId)) {
+      await this.crcLog.append(blockId, null);
+      this.crcs.delete(blockId);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.crcLog.close().catch(() => {});
+    try {
+      fs.closeSync(this.keyFd); // releases the flock
+    } catch {
+      /* already closed */
+    }
+  }
+}

@@ -1,0 +1,270 @@
+// Block-service TCP client (services.md §2.3): write, fetch, crc, erase and stats with exact-length
+// framing, connect and inactivity timeouts, and a small pool of idle connections per service (a
+// connection carries a sequence of requests). The wire has no error responses: a refusal is a
+// closed connection, reported here as a BlockServiceError naming the service and the operation.
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { BLOCK_MESSAGES, MAX_BLOCK_BYTES, type BlockResp } from '../proto/blockwire.js';
+import { decode, encode } from '../proto/bincode.js';
+import { cbcMac, macEquals, MAC_BYTES } from '../proto/crypto.js';
+import { crcFromBytes, crcToBytes } from '../proto/crc32c.js';
+import { ExactReader, ReadTimeoutError, ShortReadError } from '../util/exact-reader.js';
+
+export const BLOCK_CONNECT_TIMEOUT_MS = 5_000;
+/** No byte received (or accepted) for this long while a request is in progress: give up. */
+export const BLOCK_IO_TIMEOUT_MS = 30_000;
+/** Pooled connections idle longer than this are closed (well under the server's idle timeout). */
+export const BLOCK_POOL_IDLE_MS = 5_000;
+export const BLOCK_POOL_MAX_IDLE_PER_SERVICE = 8;
+const READ_HIGH_WATER_BYTES = 4 << 20;
+
+export interface BlockServiceAddress {
+  ip: string;
+  port: number;
+}
+
+export type BlockOp = 'write' | 'fetch' | 'crc' | 'erase' | 'stats' | 'connect';
+
+export class BlockServiceError extends Error {
+  override readonly name = 'BlockServiceError';
+  constructor(
+    readonly address: string,
+    readonly op: BlockOp,
+    readonly reason: string,
+    readonly blockId?: bigint,
+    options?: { cause?: unknown },
+  ) {
+    const what = blockId === undefined ? op : `${op} of block 0x${blockId.toString(16).padStart(16, '0')}`;
+    super(`block service ${address}: ${what} failed: ${reason}`, options);
+  }
+}
+
+export interface BlockStats {
+  token: Buffer;
+  usedBytes: bigint;
+  freeBytes: bigint;
+  usedN: bigint;
+  freeN: bigint;
+  mac: Buffer;
+}
+
+export interface BlockClientOptions {
+  connectTimeoutMs?: number;
+  ioTimeoutMs?: number;
+  poolIdleMs?: number;
+  maxIdlePerService?: number;
+}
+
+function addrKey(a: BlockServiceAddress): string {
+  return a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
+}
+
+class Conn {
+  readonly reader: ExactReader;
+  idleTimer: NodeJS.Timeout | null = null;
+  dead = false;
+  constructor(
+    readonly socket: net.Socket,
+    ioTimeoutMs: number,
+  ) {
+    this.reader = new ExactReader(socket, { highWaterBytes: READ_HIGH_WATER_BYTES, idleTimeoutMs: ioTimeoutMs });
+    socket.on('close', () => (this.dead = true));
+    socket.on('error', () => (this.dead = true));
+  }
+  destroy(): void {
+    this.dead = true;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.socket.destroy();
+  }
+}
+
+/** The MAC a stats reply must carry: over 'S' ‖ token ‖ 4×u64 (41 bytes) with the service key. */
+export function statsMacValid(key: Uint8Array, s: BlockStats): boolean {
+  const m = Buffer.allocUnsafe(41);
+  m[0] = BLOCK_MESSAGES.STATS.respKind;
+  s.token.copy(m, 1);
+  m.writeBigUInt64LE(s.usedBytes, 9);
+  m.writeBigUInt64LE(s.freeBytes, 17);
+  m.writeBigUInt64LE(s.usedN, 25);
+  m.writeBigUInt64LE(s.freeN, 33);
+  return macEquals(cbcMac(m, key), s.mac);
+}
+
+export class BlockClient {
+  private readonly connectTimeoutMs: number;
+  private readonly ioTimeoutMs: number;
+  private readonly poolIdleMs: number;
+  private readonly maxIdlePerService: number;
+  private readonly idle = new Map<string, Conn[]>();
+  private closed = false;
+
+  constructor(opts: BlockClientOptions = {}) {
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? BLOCK_CONNECT_TIMEOUT_MS;
+    this.ioTimeoutMs = opts.ioTimeoutMs ?? BLOCK_IO_TIMEOUT_MS;
+    this.poolIdleMs = opts.poolIdleMs ?? BLOCK_POOL_IDLE_MS;
+    this.maxIdlePerService = opts.maxIdlePerService ?? BLOCK_POOL_MAX_IDLE_PER_SERVICE;
+  }
+
+  /** Stores `data` as block `blockId`; returns the service's 8-byte write proof. */
+  async write(addr: BlockServiceAddress, blockId: bigint, crc: Uint8Array | number, data: Uint8Array, certificate: Uint8Array): Promise<Buffer> {
+    const crcBytes = typeof crc === 'number' ? crcToBytes(crc) : Buffer.from(crc);
+    if (data.length > MAX_BLOCK_BYTES) throw new BlockServiceError(addrKey(addr), 'write', `block of ${data.length} bytes exceeds ${MAX_BLOCK_BYTES}`, blockId);
+    const header = Buffer.concat([
+      Buffer.of(BLOCK_MESSAGES.WRITE.reqKind),
+      encode(BLOCK_MESSAGES.WRITE.req, { blockId, crc32: crcBytes, size: data.length, certificate: Buffer.from(certificate) }),
+    ]);
+    return this.request(addr, 'write', blockId, async (c) => {
+      c.socket.cork();
+      c.socket.write(header);
+      if (data.length > 0) c.socket.write(data);
+      c.socket.uncork();
+      const resp = await this.response(c, BLOCK_MESSAGES.WRITE.respKind, 17);
+      const r = decode(BLOCK_MESSAGES.WRITE.resp, resp.subarray(1)) as BlockResp<'WRITE'>;
+      if (r.blockId !== blockId) throw new Error(`reply names block 0x${r.blockId.toString(16)}`);
+      return r.proof;
+    });
+  }
+
+  /** The whole block. A service that finds the block missing or corrupted closes the connection. */
+  async fetch(addr: BlockServiceAddress, blockId: bigint): Promise<Buffer> {
+    const req = Buffer.concat([Buffer.of(BLOCK_MESSAGES.FETCH.reqKind), encode(BLOCK_MESSAGES.FETCH.req, { blockId })]);
+    return this.request(addr, 'fetch', blockId, async (c) => {
+      c.socket.write(req);
+      const resp = await this.response(c, BLOCK_MESSAGES.FETCH.respKind, 5);
+      const size = resp.readUInt32LE(1);
+      if (size > MAX_BLOCK_BYTES) throw new Error(`reply declares ${size} bytes, above ${MAX_BLOCK_BYTES}`);
+      return (await c.reader.read(size))!;
+    });
+  }
+
+  async crc(addr: BlockServiceAddress, blockId: bigint): Promise<{ sizeBytes: number; crc: number }> {
+    const req = Buffer.concat([Buffer.of(BLOCK_MESSAGES.CRC.reqKind), encode(BLOCK_MESSAGES.CRC.req, { blockId })]);
+    return this.request(addr, 'crc', blockId, async (c) => {
+      c.socket.write(req);
+      const resp = await this.response(c, BLOCK_MESSAGES.CRC.respKind, 9);
+      const r = decode(BLOCK_MESSAGES.CRC.resp, resp.subarray(1)) as BlockResp<'CRC'>;
+      return { sizeBytes: r.size, crc: crcFromBytes(r.crc32) };
+    });
+  }
+
+  /** Erases a block (idempotent); returns the 8-byte erase proof. */
+  async erase(addr: BlockServiceAddress, blockId: bigint, certificate: Uint8Array): Promise<Buffer> {
+    const req = Buffer.concat([
+      Buffer.of(BLOCK_MESSAGES.ERASE.reqKind),
+      encode(BLOCK_MESSAGES.ERASE.req, { blockId, certificate: Buffer.from(certificate) }),
+    ]);
+    return this.request(addr, 'erase', blockId, async (c) => {
+      c.socket.write(req);
+      const resp = await this.response(c, BLOCK_MESSAGES.ERASE.respKind, 17);
+      const r = decode(BLOCK_MESSAGES.ERASE.resp, resp.subarray(1)) as BlockResp<'ERASE'>;
+      if (r.blockId !== blockId) throw new Error(`reply names block 0x${r.blockId.toString(16)}`);
+      return r.proof;
+    });
+  }
+
+  /** Usage counters; with `key`, the reply's MAC is checked too (shuckle's verification). */
+  async stats(addr: BlockServiceAddress, opts: { token?: Buffer; key?: Uint8Array } = {}): Promise<BlockStats> {
+    const token = opts.token ?? randomBytes(MAC_BYTES);
+    const req = Buffer.concat([Buffer.of(BLOCK_MESSAGES.STATS.reqKind), encode(BLOCK_MESSAGES.STATS.req, { token })]);
+    return this.request(addr, 'stats', undefined, async (c) => {
+      c.socket.write(req);
+      const resp = await this.response(c, BLOCK_MESSAGES.STATS.respKind, 49);
+      const r = decode(BLOCK_MESSAGES.STATS.resp, resp.subarray(1)) as BlockResp<'STATS'>;
+      const s: BlockStats = { token: r.token, usedBytes: r.usedBytes, freeBytes: r.freeBytes, usedN: r.usedN, freeN: r.freeN, mac: r.mac };
+      if (!macEquals(s.token, token)) throw new Error('reply echoes a different token (replay?)');
+      if (opts.key && !statsMacValid(opts.key, s)) throw new Error('reply MAC does not verify with the registered key');
+      return s;
+    });
+  }
+
+  /** Closes every pooled connection; requests in progress finish on their own sockets. */
+  close(): void {
+    this.closed = true;
+    for (const list of this.idle.values()) for (const c of list) c.destroy();
+    this.idle.clear();
+  }
+
+  private async response(c: Conn, kind: number, bytes: number): Promise<Buffer> {
+    const resp = (await c.reader.read(bytes))!;
+    if (resp[0] !== kind) throw new Error(`unexpected reply kind 0x${resp[0]!.toString(16)}`);
+    return resp;
+  }
+
+  private async request<T>(addr: BlockServiceAddress, op: BlockOp, blockId: bigint | undefined, body: (c: Conn) => Promise<T>): Promise<T> {
+    const key = addrKey(addr);
+    // A pooled connection may have been closed by the server's idle timeout just as we took it.
+    // Every operation is idempotent on our services, so such a request is retried once on a
+    // fresh connection; a failure on a fresh connection is final.
+    for (let attempt = 0; ; attempt++) {
+      const pooled = attempt === 0 ? this.takeIdle(key) : null;
+      const c = pooled ?? (await this.connect(addr, key, op, blockId));
+      try {
+        const v = await body(c);
+        this.release(key, c);
+        return v;
+      } catch (err) {
+        c.destroy();
+        if (pooled && err instanceof ShortReadError) continue;
+        throw this.wrap(key, op, blockId, err);
+      }
+    }
+  }
+
+  private wrap(key: string, op: BlockOp, blockId: bigint | undefined, err: unknown): BlockServiceError {
+    if (err instanceof BlockServiceError) return err;
+    let reason: string;
+    if (err instanceof ShortReadError) reason = `the service closed the connection (refused, or block missing or corrupted): ${err.message}`;
+    else if (err instanceof ReadTimeoutError) reason = `timed out: ${err.message}`;
+    else reason = (err as Error).message ?? String(err);
+    return new BlockServiceError(key, op, reason, blockId, { cause: err });
+  }
+
+  private takeIdle(key: string): Conn | null {
+    const list = this.idle.get(key);
+    while (list && list.length > 0) {
+      const c = list.pop()!;
+      if (c.idleTimer) clearTimeout(c.idleTimer);
+      c.idleTimer = null;
+      if (!c.dead && c.reader.buffered === 0) return c;
+      c.destroy();
+    }
+    return null;
+  }
+
+  private release(key: string, c: Conn): void {
+    if (this.closed || c.dead || c.reader.buffered !== 0) return c.destroy();
+    let list = this.idle.get(key);
+    if (!list) this.idle.set(key, (list = []));
+    if (list.length >= this.maxIdlePerService) return c.destroy();
+    list.push(c);
+    c.idleTimer = setTimeout(() => {
+      const i = list!.indexOf(c);
+      if (i >= 0) list!.splice(i, 1);
+      c.destroy();
+    }, this.poolIdleMs);
+    c.idleTimer.unref();
+  }
+
+  private connect(addr: BlockServiceAddress, key: string, op: BlockOp, blockId: bigint | undefined): Promise<Conn> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: addr.ip, port: addr.port, noDelay: true });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new BlockServiceError(key, op, `could not connect within ${this.connectTimeoutMs} ms`, blockId));
+      }, this.connectTimeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.removeListener('error', onError);
+        resolve(new Conn(socket, this.ioTimeoutMs));
+      });
+      const onError = (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        reject(new BlockServiceError(key, op, `could not connect (${err.code ?? err.message})`, blockId, { cause: err }));
+      };
+      socket.once('error', onError);
+    });
+  }
+}
+
+/** A process-wide client for callers that do not manage their own. */
+export const defaultBlockClient = new BlockClient();
