@@ -1,0 +1,194 @@
+// One shard on the network: its UDP socket, its bounded request queue, and group commit. All
+// requests that arrived together run in one SQLite transaction, each in its own savepoint (so a
+// failing request rolls back alone), and their answers leave only after COMMIT.
+import dgram from 'node:dgram';
+import type Database from 'better-sqlite3';
+import { SHARD_PROTOCOL, UDP_MTU, decodeRequest, encodeErrorResponse, encodeResponseFor } from '../proto/envelope.js';
+import { ErrorCode, errorName } from '../proto/errors.js';
+import { SHARD_MESSAGES, type ShardKindName } from '../proto/messages.js';
+import type { Logger } from '../util/log.js';
+import { ShardFail, type ShardStore } from './store.js';
+
+/** Requests per transaction: bounds the latency a batch adds and the size of one WAL append. */
+export const MAX_BATCH_REQUESTS = 256;
+/** Datagrams waiting per shard; beyond this they are dropped (the client's resend covers it). */
+export const MAX_QUEUE_DEPTH = 4096;
+/** Kernel receive buffer per socket, for bursts while a batch runs. */
+export const SOCKET_RECV_BUFFER_BYTES = 1 << 20;
+
+const MUTATING_KINDS: ReadonlySet<ShardKindName> = new Set<ShardKindName>([
+  'CONSTRUCT_FILE',
+  'ADD_SPAN_INITIATE',
+  'ADD_SPAN_CERTIFY',
+  'LINK_FILE',
+  'SOFT_UNLINK_FILE',
+  'SAME_DIRECTORY_RENAME',
+  'REMOVE_NON_OWNED_EDGE',
+  'REMOVE_OWNED_SNAPSHOT_FILE_EDGE',
+  'CREATE_DIRECTORY_INODE',
+  'SET_DIRECTORY_OWNER',
+  'CREATE_LOCKED_CURRENT_EDGE',
+  'LOCK_CURRENT_EDGE',
+  'UNLOCK_CURRENT_EDGE',
+]);
+const MUTATES: boolean[] = new Array(256).fill(false);
+for (const k of MUTATING_KINDS) MUTATES[SHARD_MESSAGES[k].kind] = true;
+
+interface Queued {
+  buf: Buffer;
+  address: string;
+  port: number;
+}
+
+export interface ShardStats {
+  received: number;
+  answered: number;
+  dropped: number;
+  internalErrors: number;
+  batches: number;
+}
+
+export class ShardServer {
+  private readonly socket: dgram.Socket;
+  private queue: Queued[] = [];
+  private readonly outbox: Queued[] = [];
+  private readonly tx;
+  readonly stats: ShardStats = { received: 0, answered: 0, dropped: 0, internalErrors: 0, batches: 0 };
+
+  constructor(
+    readonly store: ShardStore,
+    private readonly db: Database.Database,
+    private readonly log: Logger,
+    /** Called when the queue goes from empty to non-empty; the host then calls runBatch(). */
+    private readonly schedule: (s: ShardServer) => void,
+  ) {
+    this.tx = {
+      begin: db.prepare('BEGIN'),
+      commit: db.prepare('COMMIT'),
+      rollback: db.prepare('ROLLBACK'),
+      savepoint: db.prepare('SAVEPOINT r'),
+      release: db.prepare('RELEASE r'),
+      rollbackTo: db.prepare('ROLLBACK TO r'),
+    };
+    this.socket = dgram.createSocket({ type: 'udp4', recvBufferSize: SOCKET_RECV_BUFFER_BYTES });
+    this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo.address, rinfo.port));
+    this.socket.on('error', (err) => this.log.warn(`shard ${store.shard}: socket error: ${err.message}`));
+  }
+
+  bind(port: number, host: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(new Error(`shard ${this.store.shard}: cannot bind UDP ${host}:${port}: ${err.message}`));
+      this.socket.once('error', onError);
+      this.socket.bind(port, host, () => {
+        this.socket.off('error', onError);
+        resolve();
+      });
+    });
+  }
+
+  address(): { address: string; port: number } {
+    return this.socket.address();
+  }
+
+  close(): void {
+    try {
+      this.socket.close();
+    } catch {
+      /* already closed */
+    }
+  }
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  private onMessage(buf: Buffer, address: string, port: number): void {
+    this.stats.received++;
+    if (this.queue.length >= MAX_QUEUE_DEPTH) {
+      this.stats.dropped++;
+      return;
+    }
+    this.queue.push({ buf, address, port });
+    if (this.queue.length === 1) this.schedule(this);
+  }
+
+  /** Run up to MAX_BATCH_REQUESTS queued requests as one transaction. True if more are queued. */
+  runBatch(): boolean {
+    const items = this.queue.length <= MAX_BATCH_REQUESTS ? this.queue : this.queue.slice(0, MAX_BATCH_REQUESTS);
+    this.queue = items === this.queue ? [] : this.queue.slice(MAX_BATCH_REQUESTS);
+    this.stats.batches++;
+    let inTx = false;
+    const outbox = this.outbox;
+    for (const it of items) {
+      const d = decodeRequest(SHARD_PROTOCOL, it.buf);
+      if (!d.ok) {
+        // No request id: not a shard request at all, no answer (metadata.md §1.5).
+        if (d.requestId !== undefined) this.send(encodeErrorResponse(SHARD_PROTOCOL, d.requestId, d.code), it);
+        continue;
+      }
+      const mutates = MUTATES[d.decl.kind]!;
+      if (mutates) {
+        if (!inTx) {
+          this.tx.begin.run();
+          inTx = true;
+        }
+        this.tx.savepoint.run();
+      }
+      let resp: Buffer;
+      try {
+        const body = this.store.execute(d.decl.kind, d.body);
+        resp = encodeResponseFor(SHARD_PROTOCOL, d.decl, d.requestId, body);
+        if (resp.length > UDP_MTU) throw new ShardFail(ErrorCode.INTERNAL_ERROR, `${d.decl.name} response of ${resp.length} bytes exceeds ${UDP_MTU}`);
+        if (mutates) this.tx.release.run();
+      } catch (err) {
+        if (mutates) {
+          this.tx.rollbackTo.run();
+          this.tx.release.run();
+        }
+        let code: number;
+        if (err instanceof ShardFail) {
+          code = err.code;
+          if (code === ErrorCode.INTERNAL_ERROR) {
+            this.stats.internalErrors++;
+            this.log.error(`shard ${this.store.shard}: ${d.decl.name}: ${err.detail ?? 'internal error'}`);
+          }
+        } else {
+          code = ErrorCode.INTERNAL_ERROR;
+          this.stats.internalErrors++;
+          this.log.error(`shard ${this.store.shard}: ${d.decl.name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+        }
+        resp = encodeErrorResponse(SHARD_PROTOCOL, d.requestId, code);
+      }
+      // Answers of a transaction wait for its COMMIT: later reads in the batch may have seen its writes.
+      if (inTx) outbox.push({ buf: resp, address: it.address, port: it.port });
+      else this.send(resp, it);
+    }
+    if (inTx) {
+      try {
+        this.tx.commit.run();
+      } catch (err) {
+        this.log.error(`shard ${this.store.shard}: COMMIT of ${outbox.length} requests failed: ${(err as Error).message}`);
+        if (this.db.inTransaction) this.tx.rollback.run();
+        this.stats.internalErrors += outbox.length;
+        for (const o of outbox) {
+          const id = o.buf.readBigUInt64LE(4);
+          o.buf = encodeErrorResponse(SHARD_PROTOCOL, id, ErrorCode.INTERNAL_ERROR);
+        }
+      }
+      for (const o of outbox) this.send(o.buf, o);
+      outbox.length = 0;
+    }
+    return this.queue.length > 0;
+  }
+
+  private send(buf: Buffer, to: { address: string; port: number }): void {
+    this.stats.answered++;
+    this.socket.send(buf, to.port, to.address, (err) => {
+      if (err) this.log.debug(`shard ${this.store.shard}: send to ${to.address}:${to.port} failed: ${err.message}`);
+    });
+  }
+}
+
+export function describeCode(code: number): string {
+  return errorName(code);
+}
