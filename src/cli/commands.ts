@@ -16,6 +16,8 @@ export const CLIENT_COMMANDS: Record<string, Command> = {
   mv: { summary: 'rename or move: mv FROM TO', module: CLIENT },
   rm: { summary: 'remove a file: rm PATH', module: CLIENT },
   rmdir: { summary: 'remove an empty directory: rmdir PATH', module: CLIENT },
+  rm_file: { summary: 'remove a file (the original name of rm): rm_file PATH', module: CLIENT },
+  rm_dir: { summary: 'remove an empty directory (the original name of rmdir): rm_dir PATH', module: CLIENT },
   transient_files: { summary: 'list files being written on every shard', module: CLIENT },
   fsck: { summary: 'check the namespace invariants of every shard', module: './fsck.js' },
 };

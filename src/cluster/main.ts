@@ -1,0 +1,354 @@
+// `eggsfs run <data-dir>`: a whole cluster on this machine in four child processes: shuckle, the
+// block services (one process serving N directories), all 256 shards (one process) and the CDC.
+// Startup order avoids the original's race (shards that fetched an incomplete block-service list):
+// shuckle, then block services until shuckle has verified all of them, then shards and CDC, then
+// "ready" once shuckle lists every shard and the CDC.
+//
+// A child that dies while the cluster runs is reported with its exit status and last log lines,
+// and `run` then stops the whole cluster and exits with status 1: a partial cluster that looks
+// healthy is worse than a clear stop (the data directory is intact; run it again).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync, type WriteStream } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BLOCK_BASE_PORT, CDC_PORT, SHARD_BASE_PORT, SHUCKLE_HTTP_PORT, SHUCKLE_UDP_PORT } from '../proto/ports.js';
+import { SHARD_COUNT } from '../proto/ids.js';
+import { fetchBlockServices, fetchCdc, fetchShards } from '../client/shuckle.js';
+import { UsageError, parseIntArg } from '../util/args.js';
+import { announceReady } from '../util/log.js';
+
+const EGGSFS_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/eggsfs.js');
+const SECRET_FILE = 'cluster.secret';
+const SECRET_BYTES = 16;
+const STARTUP_TIMEOUT_MS = 60_000;
+const STOP_GRACE_MS = 10_000;
+const POLL_MS = 100;
+const LOG_TAIL_LINES = 15;
+const MAX_BLOCK_SERVICES = 64;
+
+const USAGE = `usage: eggsfs run DATA_DIR [options]
+
+Starts a whole EggsFS cluster on this machine: shuckle (registry and web page), the CDC, N block
+services and all ${SHARD_COUNT} metadata shards, keeping everything in DATA_DIR (created if missing).
+Run it again on the same DATA_DIR to serve everything written before. Ctrl-C stops it.
+
+options:
+  --block-services N     number of block services (default 10; also --block_services)
+  --bind ADDR            address every service listens on (default 127.0.0.1)
+  --port-offset K        add K to every default port (shuckle ${SHUCKLE_HTTP_PORT}, CDC ${CDC_PORT},
+                         shards ${SHARD_BASE_PORT}+, blocks ${BLOCK_BASE_PORT}+), to run several clusters
+  --shuckle-port P       shuckle HTTP port (its registration UDP port is the same number)
+  --cdc-port P           CDC UDP port
+  --shard-base-port P    shard s listens on UDP P+s
+  --block-base-port P    block service i listens on TCP P+i
+  -v, --verbose          copy every service's log to stderr (they always go to DATA_DIR/logs/)
+  --help                 show this help
+
+If a service dies, run reports it and stops the whole cluster with exit status 1.
+`;
+
+interface RunOptions {
+  dir: string;
+  blockServices: number;
+  bind: string;
+  shucklePort: number;
+  cdcPort: number;
+  shardBasePort: number;
+  blockBasePort: number;
+  verbose: boolean;
+}
+
+function parse(argv: string[]): RunOptions | null {
+  let dir: string | undefined;
+  let offset = 0;
+  const explicit: Partial<RunOptions> = {};
+  let blockServices = 10;
+  let bind = '127.0.0.1';
+  let verbose = false;
+  for (let i = 0; i < argv.length; i++) {
+    let a = argv[i]!;
+    let inline: string | undefined;
+    const eq = a.indexOf('=');
+    if (a.startsWith('--') && eq > 0) {
+      inline = a.slice(eq + 1);
+      a = a.slice(0, eq);
+    }
+    const v = () => {
+      const x = inline ?? argv[++i];
+      if (x === undefined) throw new UsageError(`${a} needs a value`);
+      return x;
+    };
+    switch (a) {
+      case '--help':
+      case '-h':
+        return null;
+      case '--block-services':
+      case '--block_services':
+        blockServices = parseIntArg('block-services', v(), 1, MAX_BLOCK_SERVICES);
+        break;
+      case '--bind':
+        bind = v();
+        break;
+      case '--port-offset':
+        offset = parseIntArg('port-offset', v(), 0, 20_000);
+        break;
+      case '--shuckle-port':
+        explicit.shucklePort = parseIntArg('shuckle-port', v(), 1, 65535);
+        break;
+      case '--cdc-port':
+        explicit.cdcPort = parseIntArg('cdc-port', v(), 1, 65535);
+        break;
+      case '--shard-base-port':
+        explicit.shardBasePort = parseIntArg('shard-base-port', v(), 1, 65535 - SHARD_COUNT);
+        break;
+      case '--block-base-port':
+        explicit.blockBasePort = parseIntArg('block-base-port', v(), 1, 65535 - MAX_BLOCK_SERVICES);
+        break;
+      case '-v':
+      case '--verbose':
+        verbose = true;
+        break;
+      default:
+        if (a.startsWith('-')) throw new UsageError(`unknown option ${a} (see eggsfs run --help)`);
+        if (dir !== undefined) throw new UsageError(`one data directory only (got ${dir} and ${a})`);
+        dir = a;
+    }
+  }
+  if (dir === undefined) throw new UsageError('missing DATA_DIR (see eggsfs run --help)');
+  const o: RunOptions = {
+    dir: path.resolve(dir),
+    blockServices,
+    bind,
+    shucklePort: explicit.shucklePort ?? SHUCKLE_HTTP_PORT + offset,
+    cdcPort: explicit.cdcPort ?? CDC_PORT + offset,
+    shardBasePort: explicit.shardBasePort ?? SHARD_BASE_PORT + offset,
+    blockBasePort: explicit.blockBasePort ?? BLOCK_BASE_PORT + offset,
+    verbose,
+  };
+  for (const [k, p] of Object.entries({ shuckle: o.shucklePort, cdc: o.cdcPort, shards: o.shardBasePort + SHARD_COUNT - 1, blocks: o.blockBasePort + blockServices - 1 })) {
+    if (p > 65535) throw new UsageError(`the ${k} port ${p} is above 65535 (lower --port-offset)`);
+  }
+  return o;
+}
+
+/** The cluster secret kept in DATA_DIR (hex), created on first run. */
+function loadOrCreateSecret(dir: string): string {
+  const file = path.join(dir, SECRET_FILE);
+  if (existsSync(file)) {
+    const hex = readFileSync(file, 'utf8').trim();
+    if (!/^[0-9a-f]+$/i.test(hex) || hex.length < 2 * SECRET_BYTES) throw new Error(`${file} does not hold a hex secret of at least ${SECRET_BYTES} bytes`);
+    return hex;
+  }
+  const hex = randomBytes(SECRET_BYTES).toString('hex');
+  writeFileSync(file, hex + '\n', { mode: 0o600, flag: 'wx' });
+  return hex;
+}
+
+class Child {
+  readonly proc: ChildProcess;
+  private readonly tail: string[] = [];
+  private readyLine: string | undefined;
+  private readyWaiters: ((l: string) => void)[] = [];
+  exit: { code: number | null; signal: string | null } | undefined;
+  private exitWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly name: string,
+    args: string[],
+    env: NodeJS.ProcessEnv,
+    log: WriteStream,
+    verbose: boolean,
+  ) {
+    this.proc = spawn(process.execPath, [EGGSFS_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const onLines = (stream: NodeJS.ReadableStream, isStdout: boolean) => {
+      let partial = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (d: string) => {
+        const lines = (partial + d).split('\n');
+        partial = lines.pop()!;
+        for (const line of lines) {
+          if (isStdout && this.readyLine === undefined && line.startsWith(`ready `)) {
+            this.readyLine = line;
+            for (const w of this.readyWaiters.splice(0)) w(line);
+          }
+          log.write(line + '\n');
+          this.tail.push(line);
+          if (this.tail.length > LOG_TAIL_LINES) this.tail.shift();
+          if (verbose) process.stderr.write(`[${this.name}] ${line}\n`);
+        }
+      });
+    };
+    onLines(this.proc.stdout!, true);
+    onLines(this.proc.stderr!, false);
+    this.proc.on('exit', (code, signal) => {
+      this.exit = { code, signal };
+      for (const w of this.exitWaiters.splice(0)) w();
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.proc.pid;
+  }
+
+  describeExit(): string {
+    const e = this.exit;
+    const how = !e ? 'is running' : e.signal ? `was killed by ${e.signal}` : `exited with status ${e.code}`;
+    const tail = this.tail.filter((l) => l.trim()).slice(-5);
+    return `${this.name} (pid ${this.pid}) ${how}${tail.length ? `; its last log lines:\n    ${tail.join('\n    ')}` : ''}`;
+  }
+
+  ready(timeoutMs: number): Promise<string> {
+    if (this.readyLine !== undefined) return Promise.resolve(this.readyLine);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.name} did not say it was ready within ${timeoutMs} ms`)), timeoutMs);
+      this.readyWaiters.push((l) => {
+        clearTimeout(timer);
+        resolve(l);
+      });
+      this.exited().then(() => {
+        clearTimeout(timer);
+        reject(new Error(`${this.describeExit()}`));
+      });
+    });
+  }
+
+  exited(): Promise<void> {
+    if (this.exit) return Promise.resolve();
+    return new Promise((r) => this.exitWaiters.push(r));
+  }
+
+  async stop(): Promise<void> {
+    if (this.exit) return;
+    this.proc.kill('SIGTERM');
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), STOP_GRACE_MS);
+    await this.exited();
+    clearTimeout(timer);
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitUntil(what: string, deadline: number, check: () => Promise<boolean>, children: Child[]): Promise<void> {
+  let lastErr = '';
+  while (Date.now() < deadline) {
+    const dead = children.find((c) => c.exit);
+    if (dead) throw new Error(dead.describeExit());
+    try {
+      if (await check()) return;
+    } catch (err) {
+      lastErr = (err as Error).message;
+    }
+    await sleep(POLL_MS);
+  }
+  throw new Error(`timed out waiting for ${what}${lastErr ? ` (${lastErr})` : ''}`);
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const o = parse(argv);
+  if (!o) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const t0 = Date.now();
+  mkdirSync(o.dir, { recursive: true });
+  const logDir = path.join(o.dir, 'logs');
+  mkdirSync(logDir, { recursive: true });
+  const secret = loadOrCreateSecret(o.dir);
+  const env = { ...process.env, EGGSFS_CLUSTER_SECRET: secret };
+  const host = o.bind === '0.0.0.0' ? '127.0.0.1' : o.bind;
+  const shuckleUrl = `http://${host}:${o.shucklePort}`;
+  const children: Child[] = [];
+  let stopping = false;
+  const logs: WriteStream[] = [];
+  const start = (name: string, args: string[]) => {
+    const log = createWriteStream(path.join(logDir, `${name}.log`), { flags: 'a' });
+    logs.push(log);
+    const c = new Child(name, args, env, log, o.verbose);
+    children.push(c);
+    return c;
+  };
+  const stopAll = async () => {
+    stopping = true;
+    // Clients' entry points first, the registry last.
+    const order = ['cdc', 'shards', 'blocks', 'shuckle'];
+    for (const name of order) await Promise.all(children.filter((c) => c.name === name).map((c) => c.stop()));
+    for (const l of logs) l.end();
+  };
+
+  let finish: (code: number) => void = () => {};
+  const finished = new Promise<number>((r) => (finish = r));
+  const onSignal = (sig: string) => {
+    if (stopping) return;
+    process.stderr.write(`eggsfs run: ${sig}, stopping the cluster\n`);
+    void stopAll().then(() => {
+      process.stderr.write('eggsfs run: stopped\n');
+      finish(0);
+    });
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+
+  const blockDirs = [...Array(o.blockServices).keys()].map((i) => path.join(o.dir, `bs_${i}`));
+  try {
+    const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+    const shuckle = start('shuckle', ['shuckle', '--dir', o.dir, '--http-port', String(o.shucklePort), '--udp-port', String(o.shucklePort), '--bind', o.bind]);
+    await shuckle.ready(STARTUP_TIMEOUT_MS);
+    const blocks = start('blocks', ['blocks', ...blockDirs.flatMap((d) => ['--dir', d]), '--base-port', String(o.blockBasePort), '--bind', o.bind, '--shuckle-udp', `${host}:${o.shucklePort}`]);
+    await blocks.ready(STARTUP_TIMEOUT_MS);
+    const so = { url: shuckleUrl, secret };
+    await waitUntil(`shuckle to verify ${o.blockServices} block services`, deadline, async () => {
+      const list = await fetchBlockServices(so);
+      const ours = list.filter((b) => b.port >= o.blockBasePort && b.port < o.blockBasePort + o.blockServices && !b.is_stale);
+      return ours.length >= o.blockServices;
+    }, children);
+    const shards = start('shards', ['shard', '--shards', `0-${SHARD_COUNT - 1}`, '--dir', o.dir, '--bind', o.bind, '--advertise-host', host, '--base-port', String(o.shardBasePort), '--shuckle', shuckleUrl]);
+    const cdc = start('cdc', ['cdc', '--dir', o.dir, '--port', String(o.cdcPort), '--bind', o.bind, '--shuckle', shuckleUrl]);
+    await Promise.all([shards.ready(STARTUP_TIMEOUT_MS), cdc.ready(STARTUP_TIMEOUT_MS)]);
+    await waitUntil(`shuckle to list all ${SHARD_COUNT} shards and the CDC`, deadline, async () => {
+      const [s, c] = await Promise.all([fetchShards(so), fetchCdc(so)]);
+      return s.length >= SHARD_COUNT && c !== null;
+    }, children);
+  } catch (err) {
+    process.stderr.write(`eggsfs run: the cluster did not start: ${(err as Error).message}\n`);
+    await stopAll();
+    return 1;
+  }
+  if (stopping) return finished;
+
+  // From here on, any child exit is unexpected unless we are stopping.
+  for (const c of children) {
+    void c.exited().then(() => {
+      if (stopping) return;
+      process.stderr.write(`eggsfs run: ${c.describeExit()}\neggsfs run: a service died, stopping the whole cluster (run it again on ${o.dir} to restart)\n`);
+      void stopAll().then(() => finish(1));
+    });
+  }
+
+  const pid = (n: string) => children.find((c) => c.name === n)?.pid;
+  const lastBlockPort = o.blockBasePort + o.blockServices - 1;
+  process.stdout.write(
+    [
+      `EggsFS cluster serving ${o.dir}`,
+      `  shuckle     ${shuckleUrl}  (web page; block-service registrations on UDP ${o.shucklePort})  pid ${pid('shuckle')}`,
+      `  cdc         UDP ${host}:${o.cdcPort}  pid ${pid('cdc')}`,
+      `  shards      ${SHARD_COUNT} shards on UDP ${host}:${o.shardBasePort}-${o.shardBasePort + SHARD_COUNT - 1}  pid ${pid('shards')}`,
+      `  blocks      ${o.blockServices} block services on TCP ${host}:${o.blockBasePort}-${lastBlockPort} (${path.join(o.dir, 'bs_N')})  pid ${pid('blocks')}`,
+      `  logs        ${logDir}/`,
+      `Web page: ${shuckleUrl}/`,
+      `Try: EGGSFS_SHUCKLE=${shuckleUrl} eggsfs ls /     (Ctrl-C stops the cluster)`,
+      '',
+    ].join('\n'),
+  );
+  announceReady('run', {
+    dir: o.dir,
+    shuckle: shuckleUrl,
+    cdc: `${host}:${o.cdcPort}`,
+    shardBasePort: o.shardBasePort,
+    blockBasePort: o.blockBasePort,
+    blockServices: o.blockServices,
+    startupMs: Date.now() - t0,
+    pids: Object.fromEntries(children.map((c) => [c.name, c.pid])),
+  });
+  return finished;
+}
