@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { crc32c, crc32cCombine } from '../src/proto/crc32c.js';
 import { GF_EXP, GF_LOG, TsReedSolomon, gfInv, gfInvertMatrix, gfMul, mulAccInto, parityMatrix, xorInto } from '../src/client/rs.js';
+import { WasmReedSolomon, wasmKernel } from '../src/client/rs-wasm.js';
+import { getRsCodec, rsCodecName } from '../src/client/rs-codec.js';
 import {
   SpanLostError,
   blockSizes,
@@ -206,4 +208,34 @@ test('decodeSpan rebuilds from any D blocks, rejects bad CRCs, and names the los
   assert.deepEqual(r.data, data);
   assert.deepEqual(r.badBlocks, [1]);
   assert.deepEqual(dataBlockSizes(9, 4), [8, 1, 0, 0]);
+});
+
+test('WebAssembly SIMD codec writes byte-identical parity and rebuilds like the TypeScript one', (t) => {
+  const kn = wasmKernel();
+  if (kn === null) {
+    // Only runtimes without WebAssembly SIMD get here; the TypeScript codec is then the one in use.
+    assert.equal(rsCodecName(), 'TypeScript');
+    t.skip('no WebAssembly SIMD in this runtime');
+    return;
+  }
+  if (process.env['EGGSFS_RS_CODEC'] !== 'ts') assert.ok(getRsCodec(4, 2) instanceof WasmReedSolomon, 'the SIMD codec is the one in use');
+  for (const [D, P] of [[2, 1], [4, 2], [3, 3], [10, 4], [15, 15]] as const) {
+    const ts = new TsReedSolomon(D, P);
+    const wasm = new WasmReedSolomon(D, P, kn);
+    // Sizes around the 16-byte vector and the 32 KiB chunk.
+    for (const bs of [8, 16, 24, 4096, 32 * 1024, 32 * 1024 + 40, 100_008]) {
+      const sizes = Array.from({ length: D }, (_, i) => (i === D - 1 ? Math.max(0, bs - 13) : bs));
+      const data = sizes.map((n) => randomBytes(n));
+      const pa = Array.from({ length: P }, () => Buffer.alloc(bs));
+      const pb = Array.from({ length: P }, () => Buffer.alloc(bs, 0xee));
+      ts.encode(data, pa, bs);
+      wasm.encode(data, pb, bs);
+      assert.deepEqual(pb, pa, `${D}+${P} bs ${bs}: parity`);
+      const all = [...data, ...pa];
+      const lose = Array.from({ length: Math.min(P, D) }, (_, i) => (i * 3) % D);
+      const blocks = all.map((b, i) => (lose.includes(i) ? undefined : b));
+      const out = wasm.reconstructData(blocks, sizes, bs);
+      for (let i = 0; i < D; i++) assert.deepEqual(Buffer.from(out[i]!), data[i], `${D}+${P} bs ${bs}: block ${i}`);
+    }
+  }
 });

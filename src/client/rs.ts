@@ -184,28 +184,48 @@ export class TsReedSolomon implements RsCodec {
     const D = this.dataBlocks;
     const P = this.parityBlocks;
     if (blocks.length !== D + P) throw new RangeError(`Reed-Solomon ${D}+${P}: got ${blocks.length} blocks`);
-    const missing: number[] = [];
-    for (let i = 0; i < D; i++) if (blocks[i] === undefined) missing.push(i);
-    if (missing.length === 0) return blocks.slice(0, D) as Uint8Array[];
-    // The first D present blocks; their generator rows form the matrix to invert.
-    const rows: number[] = [];
-    for (let b = 0; b < D + P && rows.length < D; b++) if (blocks[b] !== undefined) rows.push(b);
-    if (rows.length < D) throw new RangeError(`Reed-Solomon ${D}+${P}: only ${rows.length} blocks present, need ${D}`);
-    const sub = new Uint8Array(D * D);
-    for (let r = 0; r < D; r++) {
-      const b = rows[r]!;
-      for (let i = 0; i < D; i++) sub[r * D + i] = b < D ? (b === i ? 1 : 0) : this.matrix[(b - D) * D + i]!;
-    }
-    const inv = gfInvertMatrix(sub, D);
+    const plan = decodePlan(this.matrix, D, P, blocks);
+    if (plan.missing.length === 0) return blocks.slice(0, D) as Uint8Array[];
+    const { rows, missing, coeffs } = plan;
     const out = blocks.slice(0, D) as Uint8Array[];
     for (const i of missing) {
       const rebuilt = new Uint8Array(blockSizeBytes);
+      const m = missing.indexOf(i);
       for (let r = 0; r < D; r++) {
         const src = blocks[rows[r]!]!;
-        mulAccInto(rebuilt, src, inv[i * D + r]!, Math.min(src.length, blockSizeBytes));
+        mulAccInto(rebuilt, src, coeffs[m * D + r]!, Math.min(src.length, blockSizeBytes));
       }
       out[i] = rebuilt.subarray(0, dataSizes[i]!);
     }
     return out;
   }
+}
+
+export interface DecodePlan {
+  /** The D present blocks used (indices into data-then-parity). */
+  rows: number[];
+  /** The lost data blocks, in order. */
+  missing: number[];
+  /** missing.length × D: lost data block m = Σ_r coeffs[m·D + r] · block rows[r]. */
+  coeffs: Uint8Array;
+}
+
+/** Which D present blocks rebuild the lost data blocks, and with which coefficients. */
+export function decodePlan(matrix: Uint8Array, D: number, P: number, blocks: readonly (Uint8Array | undefined)[]): DecodePlan {
+  const missing: number[] = [];
+  for (let i = 0; i < D; i++) if (blocks[i] === undefined) missing.push(i);
+  // The first D present blocks (data first, so as few parity blocks as possible are involved).
+  const rows: number[] = [];
+  for (let b = 0; b < D + P && rows.length < D; b++) if (blocks[b] !== undefined) rows.push(b);
+  if (missing.length === 0) return { rows, missing, coeffs: new Uint8Array(0) };
+  if (rows.length < D) throw new RangeError(`Reed-Solomon ${D}+${P}: only ${rows.length} blocks present, need ${D}`);
+  const sub = new Uint8Array(D * D);
+  for (let r = 0; r < D; r++) {
+    const b = rows[r]!;
+    for (let i = 0; i < D; i++) sub[r * D + i] = b < D ? (b === i ? 1 : 0) : matrix[(b - D) * D + i]!;
+  }
+  const inv = gfInvertMatrix(sub, D);
+  const coeffs = new Uint8Array(missing.length * D);
+  missing.forEach((i, m) => coeffs.set(inv.subarray(i * D, i * D + D), m * D));
+  return { rows, missing, coeffs };
 }
