@@ -1,0 +1,116 @@
+// `eggsfs cdc`: serve the cross-directory coordinator.
+import { mkdirSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { fetchShards, loadClusterSecret, registerCdc, type ShuckleClientOptions } from '../client/shuckle.js';
+import { CDC_PORT, DEFAULT_HOST, SHARD_BASE_PORT } from '../proto/ports.js';
+import { SHARD_COUNT } from '../proto/ids.js';
+import { UsageError, parseIntArg } from '../util/args.js';
+import { announceReady, logger } from '../util/log.js';
+import { DEFAULT_SHARD_TIMEOUT_MS, SHUCKLE_REFRESH_MS } from './limits.js';
+import { CdcServer, type Address } from './server.js';
+
+const log = logger('cdc');
+
+const USAGE = `usage: eggsfs cdc --dir D [options]
+
+  --dir D                 directory holding cdc.sqlite (created if missing)
+  --bind HOST             address to listen on (default ${DEFAULT_HOST})
+  --port P                UDP port for clients (default ${CDC_PORT}; 0 = any free port)
+  --shard-host H          where the shards are (default ${DEFAULT_HOST})
+  --shard-base-port P     shard s listens on P + s (default ${SHARD_BASE_PORT})
+  --shuckle URL           take shard addresses from shuckle (GET /api/shards) and register the
+                          CDC there; the cluster secret comes from EGGSFS_CLUSTER_SECRET or
+  --secret-file F
+  --advertise HOST        address registered with shuckle (default: the bind address)
+  --shard-timeout-ms MS   resend a shard request after this long without an answer (default ${DEFAULT_SHARD_TIMEOUT_MS})
+  --sync full|normal      full (default): fsync every group commit, answers survive power loss;
+                          normal: answers survive kill -9 of the CDC only
+`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      dir: { type: 'string' },
+      bind: { type: 'string', default: DEFAULT_HOST },
+      port: { type: 'string', default: String(CDC_PORT) },
+      'shard-host': { type: 'string', default: DEFAULT_HOST },
+      'shard-base-port': { type: 'string', default: String(SHARD_BASE_PORT) },
+      shuckle: { type: 'string' },
+      'secret-file': { type: 'string' },
+      advertise: { type: 'string' },
+      'shard-timeout-ms': { type: 'string', default: String(DEFAULT_SHARD_TIMEOUT_MS) },
+      sync: { type: 'string', default: 'full' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (!values.dir) throw new UsageError('--dir is required\n\n' + USAGE);
+  const port = parseIntArg('port', values.port, 0, 65535);
+  const shardBasePort = parseIntArg('shard-base-port', values['shard-base-port'], 1, 65535 - SHARD_COUNT + 1);
+  const shardTimeoutMs = parseIntArg('shard-timeout-ms', values['shard-timeout-ms'], 1, 600_000);
+  const sync = values.sync;
+  if (sync !== 'full' && sync !== 'normal') throw new UsageError(`--sync must be full or normal, got "${sync}"`);
+  mkdirSync(values.dir, { recursive: true });
+
+  let book: (s: number) => Address | undefined;
+  let shuckle: ShuckleClientOptions | undefined;
+  const shuckleShards = new Map<number, Address>();
+  if (values.shuckle) {
+    shuckle = { url: values.shuckle, secret: await loadClusterSecret(values['secret-file']) };
+    book = (s) => shuckleShards.get(s);
+  } else {
+    const host = values['shard-host'];
+    book = (s) => ({ host, port: shardBasePort + s });
+  }
+
+  const server = new CdcServer({
+    dir: values.dir,
+    bindHost: values.bind,
+    port,
+    shards: book,
+    shardTimeoutMs,
+    sync,
+    crashAt: process.env.EGGSFS_CDC_CRASH_AT || undefined,
+  });
+  await server.start();
+
+  let refreshTimer: NodeJS.Timeout | undefined;
+  if (shuckle) {
+    const sh = shuckle;
+    const advertise = values.advertise ?? (values.bind === '0.0.0.0' ? DEFAULT_HOST : values.bind);
+    const refresh = async () => {
+      try {
+        for (const e of await fetchShards(sh)) shuckleShards.set(e.id, { host: e.ip, port: e.port });
+      } catch (err) {
+        log.warn(`cannot fetch shard addresses: ${(err as Error).message}`);
+      }
+      try {
+        await registerCdc(sh, { ip: advertise, port: server.boundPort });
+      } catch (err) {
+        log.warn(`cannot register with shuckle: ${(err as Error).message}`);
+      }
+    };
+    await refresh();
+    refreshTimer = setInterval(() => void refresh(), SHUCKLE_REFRESH_MS);
+  }
+
+  announceReady('cdc', { host: values.bind, port: server.boundPort, dir: values.dir, pid: process.pid });
+  log.info(`serving on ${values.bind}:${server.boundPort}, database ${values.dir}/cdc.sqlite`);
+
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log.info(`${sig}: stopping`);
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  if (refreshTimer) clearInterval(refreshTimer);
+  await server.close();
+  return 0;
+}
