@@ -54,7 +54,7 @@ export class BlockServer {
     private readonly log: Logger,
   ) {
     if (!(limits.maxBlockBytes >= 0 && limits.maxBlockBytes <= MAX_BLOCK_BYTES)) throw new RangeError(`maxBlockBytes must be within 0..${MAX_BLOCK_BYTES}`);
-    this.server = net.createServer({ noDelay: true }, (s) => this.accept(s));
+    this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => this.accept(s));
     this.server.maxConnections = limits.maxConnections;
     this.server.on('drop', (d) => this.log.warn(`refused a connection from ${d?.remoteAddress}:${d?.remotePort}: ${limits.maxConnections} connections already open`));
   }
