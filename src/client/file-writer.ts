@@ -10,6 +10,9 @@ import { BlockIoError, writeBlock } from './block-io.js';
 import type { ClientCore } from './core.js';
 import { encodeSpan, parityForSpan } from './layout.js';
 import { nameBytes } from './paths.js';
+import type { FetchedSpanT } from '../proto/messages.js';
+import { blockSpanData } from './file-reader.js';
+import { logger } from '../util/log.js';
 
 export interface FileWriter {
   readonly written: number;
@@ -26,6 +29,28 @@ const FIRST_BUFFER_BYTES = 64 * 1024;
 const BLOCK_WRITE_ATTEMPTS = 2;
 const ZERO_CHUNK = Buffer.alloc(64 * 1024);
 
+// ---- redundancy: failing over when a block service does not take a block (issue 7) ------------
+// The protocol cannot re-place a span once initiated (a retried ADD_SPAN_INITIATE returns the same
+// blocks, and there is no way to drop a dirty span), so a span whose block cannot be written is
+// stuck on this transient file. The writer then moves to a new transient file: it copies the spans
+// already certified (read back from their blocks, which stay until the abandoned file expires) and
+// writes the failed span again. The shard has meanwhile had time to learn from shuckle that the
+// service is stale and places the blocks elsewhere. Bounded: FAILOVER_ATTEMPTS, with backoff.
+const FAILOVER_ATTEMPTS = 6;
+const FAILOVER_BACKOFF_MS = 1_000;
+const log = logger('client');
+
+/** A block of a span could not be written: the span is stuck on its transient file. */
+class SpanPlacementError extends Error {}
+
+/** What a certified span needs to be copied to a new transient file. */
+type SpanRecord = { offset: number; size: number } & (
+  | { kind: 'inline'; body: Buffer }
+  | { kind: 'zero' }
+  | { kind: 'blocks'; raw: FetchedSpanT }
+);
+const TRACE = process.env.EGGSFS_TRACE_SPANS === '1';
+
 function isAllZero(b: Buffer): boolean {
   for (let off = 0; off < b.length; off += ZERO_CHUNK.length) {
     const n = Math.min(ZERO_CHUNK.length, b.length - off);
@@ -35,7 +60,7 @@ function isAllZero(b: Buffer): boolean {
 }
 
 export class EggsFileWriter implements FileWriter {
-  private readonly file: Promise<{ id: bigint; cookie: bigint }>;
+  private file: Promise<{ id: bigint; cookie: bigint }>;
   private readonly name: Buffer;
   private cur: Buffer | undefined;
   private fill = 0;
@@ -47,6 +72,8 @@ export class EggsFileWriter implements FileWriter {
   private state: 'open' | 'closing' | 'closed' | 'aborted' = 'open';
   private closed: Promise<bigint> | undefined;
   private bytesIn = 0;
+  /** Spans written so far, for a failover to a new transient file. */
+  private history: SpanRecord[] = [];
 
   constructor(
     private readonly core: ClientCore,
@@ -99,7 +126,7 @@ export class EggsFileWriter implements FileWriter {
     this.flushingBuf = buf;
     this.cur = undefined;
     this.fill = 0;
-    const p = this.flushSpan(data, offset).catch((err: Error) => {
+    const p = this.flushSpanWithFailover(data, offset).catch((err: Error) => {
       this.failure ??= err;
       throw err;
     });
@@ -112,13 +139,17 @@ export class EggsFileWriter implements FileWriter {
     const core = this.core;
     const base = { fileId: id, cookie, byteOffset: BigInt(offset), size: BigInt(data.length) };
     if (data.length <= INLINE_MAX_BYTES) {
-      await core.shard('ADD_SPAN_INITIATE', id, { ...base, storageClass: STORAGE_CLASS_INLINE, parity: 0, crc32: crcToBytes(crc32c(data)), bodyBytes: Buffer.from(data), bodyBlocks: [] });
+      const body = Buffer.from(data);
+      await core.shard('ADD_SPAN_INITIATE', id, { ...base, storageClass: STORAGE_CLASS_INLINE, parity: 0, crc32: crcToBytes(crc32c(data)), bodyBytes: body, bodyBlocks: [] });
+      this.history.push({ offset, size: data.length, kind: 'inline', body });
       return;
     }
     if (isAllZero(data)) {
       await core.shard('ADD_SPAN_INITIATE', id, { ...base, storageClass: STORAGE_CLASS_ZERO_FILL, parity: 0, crc32: crcToBytes(crc32cZeros(data.length)), bodyBytes: Buffer.alloc(0), bodyBlocks: [] });
+      this.history.push({ offset, size: data.length, kind: 'zero' });
       return;
     }
+    const t0 = TRACE ? performance.now() : 0;
     const parity = parityForSpan(this.parity, data.length);
     const enc = encodeSpan(data, parity);
     const resp = await core.shard('ADD_SPAN_INITIATE', id, {
@@ -132,18 +163,73 @@ export class EggsFileWriter implements FileWriter {
     if (resp.blocks.length !== enc.blocks.length) {
       throw new EggsError(ErrorCode.MALFORMED_RESPONSE, `shard placed ${resp.blocks.length} blocks for a span of ${enc.blocks.length}`);
     }
+    const t1 = TRACE ? performance.now() : 0;
     const proofs = await Promise.all(
       resp.blocks.map(async (bi, i) => {
         for (let attempt = 1; ; attempt++) {
           try {
             return await writeBlock(core.blocks, bi.ip, bi.port, bi.blockId, enc.blockCrcs[i]!, enc.blocks[i]!, bi.certificate);
           } catch (err) {
-            if (!(err instanceof BlockIoError) || attempt >= BLOCK_WRITE_ATTEMPTS) throw err;
+            if (!(err instanceof BlockIoError)) throw err;
+            if (attempt >= BLOCK_WRITE_ATTEMPTS) {
+              throw new SpanPlacementError(`block ${i} of the span at offset ${offset} (parity ${parity & 0x0f}+${parity >>> 4}) could not be written: ${err.message}`);
+            }
           }
         }
       }),
     );
+    const t2 = TRACE ? performance.now() : 0;
     await core.shard('ADD_SPAN_CERTIFY', id, { fileId: id, cookie, byteOffset: BigInt(offset), proofs });
+    this.history.push({
+      offset,
+      size: data.length,
+      kind: 'blocks',
+      raw: {
+        byteOffset: BigInt(offset),
+        parity,
+        storageClass: core.opts.storageClass,
+        crc32: crcToBytes(enc.spanCrc),
+        size: BigInt(data.length),
+        bodyBytes: Buffer.alloc(0),
+        bodyBlocks: resp.blocks.map((bi, i) => ({ ip: bi.ip, port: bi.port, blockId: bi.blockId, crc32: crcToBytes(enc.blockCrcs[i]!), size: BigInt(enc.blocks[i]!.length), flags: 0 })),
+      },
+    });
+    if (TRACE) process.stderr.write(`span ${offset}: encode+initiate ${(t1 - t0).toFixed(1)} ms, blocks ${(t2 - t1).toFixed(1)} ms, certify ${(performance.now() - t2).toFixed(1)} ms\n`);
+  }
+
+  /** flushSpan, moving the file to a new transient file when a block service does not take its block. */
+  private async flushSpanWithFailover(data: Buffer, offset: number): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        if (attempt > 1) await this.moveToNewFile();
+        await this.flushSpan(data, offset);
+        return;
+      } catch (err) {
+        if (!(err instanceof SpanPlacementError) || attempt >= FAILOVER_ATTEMPTS) throw err;
+        log.warn(`writing ${this.name.toString()}: ${err.message}; retrying on a new transient file in ${FAILOVER_BACKOFF_MS * attempt} ms (failover ${attempt} of ${FAILOVER_ATTEMPTS - 1})`);
+        await new Promise((r) => setTimeout(r, FAILOVER_BACKOFF_MS * attempt));
+      }
+    }
+  }
+
+  /** A new transient file holding every span written so far (the old one expires on its shard). */
+  private async moveToNewFile(): Promise<void> {
+    const old = this.history;
+    this.history = [];
+    this.file = this.core.shard('CONSTRUCT_FILE', this.parentId, { type: InodeType.FILE });
+    this.file.catch(() => {}); // surfaced by flushSpan below
+    let copied = 0;
+    try {
+      for (const rec of old) {
+        const data =
+          rec.kind === 'inline' ? rec.body : rec.kind === 'zero' ? Buffer.alloc(rec.size) : await blockSpanData(this.core, { offset: rec.offset, size: rec.size, raw: rec.raw });
+        await this.flushSpan(data, rec.offset);
+        copied++;
+      }
+    } finally {
+      // Spans not yet copied are still readable where they were; keep them for the next attempt.
+      if (copied < old.length) this.history = this.history.concat(old.slice(copied));
+    }
   }
 
   close(): Promise<bigint> {

@@ -1,6 +1,7 @@
 // How a span's bytes become blocks and back: the redundancy code of ./span-layout.js (D data + P
 // parity blocks, mirrors for D = 1), plus the parity checks the writer needs.
-import { decodeSpan as decodeWithLayout, encodeSpan as encodeWithLayout, parseParity, spanParityFor, type EncodedSpan } from './span-layout.js';
+import { crc32c, crc32cCombine } from '../proto/crc32c.js';
+import { dataBlockSizes, decodeSpan as decodeWithLayout, encodeSpan as encodeWithLayout, parseParity, spanParityFor, type EncodedSpan } from './span-layout.js';
 
 export type { EncodedSpan } from './span-layout.js';
 
@@ -19,10 +20,31 @@ export function parityForSpan(parity: number, sizeBytes: number): number {
 }
 
 export function encodeSpan(data: Buffer, parity: number): EncodedSpan {
-  return encodeWithLayout(data, parity);
+  const { dataBlocks: d, parityBlocks: p } = parseParity(parity);
+  if (d === 1 || p > 0) return encodeWithLayout(data, parity);
+  // Striping without parity (D > 1, P = 0): legal on the wire, no redundancy, D block services
+  // written in parallel. Same data-block sizes as the redundancy layout.
+  const blocks: Buffer[] = [];
+  const blockCrcs: number[] = [];
+  let spanCrc = 0;
+  let off = 0;
+  for (const size of dataBlockSizes(data.length, d)) {
+    const b = data.subarray(off, off + size);
+    off += size;
+    const crc = crc32c(b);
+    spanCrc = crc32cCombine(spanCrc, crc, b.length);
+    blocks.push(b);
+    blockCrcs.push(crc);
+  }
+  return { blocks, blockCrcs, spanCrc };
 }
 
 /** The span from its blocks (undefined = missing or bad); throws when fewer than D are usable. */
 export function decodeSpan(blocks: (Buffer | undefined)[], parity: number, spanSizeBytes: number): Buffer {
+  const { dataBlocks: d, parityBlocks: p } = parseParity(parity);
+  if (d > 1 && p === 0) {
+    if (blocks.some((b) => b === undefined)) throw new Error(`a block of a ${d}+0 span is unreadable and there is no parity`);
+    return Buffer.concat(blocks as Buffer[], spanSizeBytes);
+  }
   return decodeWithLayout(blocks, parity, spanSizeBytes);
 }

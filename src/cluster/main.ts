@@ -1,8 +1,8 @@
 // `eggsfs run <data-dir>`: a whole cluster on this machine in four child processes: shuckle, the
 // block services (one process serving N directories), all 256 shards (one process) and the CDC.
-// Startup order avoids the original's race (shards that fetched an incomplete block-service list):
-// shuckle, then block services until shuckle has verified all of them, then shards and CDC, then
-// "ready" once shuckle lists every shard and the CDC.
+// Startup order avoids the original's races (shards that fetched an incomplete block-service list,
+// a CDC that does not know the shards yet): shuckle; block services until shuckle has verified all
+// of them; shards until shuckle lists all 256; the CDC until shuckle lists it; then "ready".
 //
 // A child that dies while the cluster runs is reported with its exit status and last log lines,
 // and `run` then stops the whole cluster and exits with status 1: a partial cluster that looks
@@ -303,12 +303,12 @@ export async function run(argv: string[]): Promise<number> {
       return ours.length >= o.blockServices;
     }, children);
     const shards = start('shards', ['shard', '--shards', `0-${SHARD_COUNT - 1}`, '--dir', o.dir, '--bind', o.bind, '--advertise-host', host, '--base-port', String(o.shardBasePort), '--shuckle', shuckleUrl]);
-    const cdc = start('cdc', ['cdc', '--dir', o.dir, '--port', String(o.cdcPort), '--bind', o.bind, '--shuckle', shuckleUrl]);
-    await Promise.all([shards.ready(STARTUP_TIMEOUT_MS), cdc.ready(STARTUP_TIMEOUT_MS)]);
-    await waitUntil(`shuckle to list all ${SHARD_COUNT} shards and the CDC`, deadline, async () => {
-      const [s, c] = await Promise.all([fetchShards(so), fetchCdc(so)]);
-      return s.length >= SHARD_COUNT && c !== null;
-    }, children);
+    await shards.ready(STARTUP_TIMEOUT_MS);
+    // The CDC learns shard addresses from shuckle, so it starts once they are all registered.
+    await waitUntil(`shuckle to list all ${SHARD_COUNT} shards`, deadline, async () => (await fetchShards(so)).length >= SHARD_COUNT, children);
+    const cdc = start('cdc', ['cdc', '--dir', o.dir, '--port', String(o.cdcPort), '--bind', o.bind, '--advertise', host, '--shuckle', shuckleUrl]);
+    await cdc.ready(STARTUP_TIMEOUT_MS);
+    await waitUntil('shuckle to list the CDC', deadline, async () => (await fetchCdc(so)) !== null, children);
   } catch (err) {
     process.stderr.write(`eggsfs run: the cluster did not start: ${(err as Error).message}\n`);
     await stopAll();
