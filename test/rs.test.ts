@@ -124,7 +124,7 @@ test('parity byte helpers', () => {
   assert.deepEqual(parseParity(0x24), { dataBlocks: 4, parityBlocks: 2 });
   assert.deepEqual(parseParity(0x31), { dataBlocks: 1, parityBlocks: 3 });
   assert.throws(() => parseParity(0x20), /no data blocks/);
-  assert.throws(() => parityByte(4, 0), /at least one parity/);
+  assert.equal(parityByte(4, 0), 0x04); // striping without redundancy: legal on the wire
   assert.throws(() => parityByte(16, 1), /1\.\.15/);
   assert.equal(parseParityOption('4+2'), 0x24);
   assert.equal(parseParityOption('1+2'), 0x21);

@@ -11,6 +11,7 @@ import { INODE_TYPE_NAMES, SHARD_COUNT, formatInodeId, inodeType, shardOf } from
 import { DEFAULT_SHUCKLE_URL } from '../proto/ports.js';
 import { formatEggsTime } from '../proto/time.js';
 import { EggsClient, PathError, type ClientOptions } from '../client/index.js';
+import { parseParityOption } from '../client/span-layout.js';
 import { UsageError, parseIntArg } from '../util/args.js';
 
 interface CommandSpec {
@@ -34,7 +35,7 @@ const COMMON_FLAGS: Record<string, string> = {
 };
 
 const WRITE_FLAGS: Record<string, string> = {
-  'parity=': 'parity byte D|P<<4 of new spans (default 0x01: one block, no redundancy)',
+  'parity=': 'redundancy of new spans: D+P (D data + P parity blocks, e.g. 4+2; 1+P = P+1 mirrored copies; 1+0 = none) or the parity byte (default: 4+2 on clusters of 7 or more block services, else 1+0)',
   'span-bytes=': 'bytes per span (default 8 MiB)',
   'no-progress': 'never show a progress bar',
 };
@@ -95,7 +96,13 @@ function progress(label: string, total: number | undefined, enabled: boolean): T
 function spanOpts(c: Ctx): Partial<ClientOptions> {
   const o: Partial<ClientOptions> = {};
   const p = c.flags.get('parity');
-  if (typeof p === 'string') o.parity = parseIntArg('parity', p, 1, 255);
+  if (typeof p === 'string') {
+    try {
+      o.parity = parseParityOption(p);
+    } catch (err) {
+      throw new UsageError(`--parity: ${(err as Error).message}`);
+    }
+  }
   const s = c.flags.get('span-bytes');
   if (typeof s === 'string') o.spanBytes = parseIntArg('span-bytes', s, 256, 64 << 20);
   return o;

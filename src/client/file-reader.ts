@@ -8,6 +8,7 @@ import { fetchBlock } from './block-io.js';
 import type { ClientCore } from './core.js';
 import { dataBlocks, decodeSpan } from './layout.js';
 import { STORAGE_CLASS_INLINE, STORAGE_CLASS_ZERO_FILL } from './file-writer.js';
+import { logger } from '../util/log.js';
 
 /** Zero-fill spans are produced in pieces of this size so a huge hole costs no memory. */
 const ZERO_PIECE_BYTES = 1 << 20;
@@ -47,40 +48,106 @@ async function fetchChecked(core: ClientCore, b: FetchedSpanT['bodyBlocks'][numb
 
 const usable = (flags: number) => (flags & (BLOCK_FLAG_STALE | BLOCK_FLAG_TERMINAL)) === 0;
 
-/** The bytes of a block-backed span (its whole size). */
-export async function blockSpanData(core: ClientCore, span: Span): Promise<Buffer> {
+// ---- redundancy: reading through lost, slow and corrupt blocks (issue 7) ----------------------
+/** A block fetch still outstanding after this long gets a spare (mirror or parity) fetched beside it. */
+export const BLOCK_HEDGE_MS = 1_000;
+/** Degraded reads are logged, at most one line per this interval (with a count of the others). */
+const DEGRADED_LOG_INTERVAL_MS = 2_000;
+const log = logger('client');
+let degradedLast = 0;
+let degradedQuiet = 0;
+
+function logDegraded(msg: string): void {
+  const now = Date.now();
+  if (now - degradedLast < DEGRADED_LOG_INTERVAL_MS) {
+    degradedQuiet++;
+    return;
+  }
+  const also = degradedQuiet > 0 ? ` (and ${degradedQuiet} more degraded spans since the last report)` : '';
+  degradedLast = now;
+  degradedQuiet = 0;
+  log.warn(`degraded read: ${msg}${also}`);
+}
+
+function describeSpan(fileId: bigint | undefined, span: Span): string {
+  const file = fileId === undefined ? '' : `file 0x${fileId.toString(16).padStart(16, '0')} `;
+  const p = span.raw.parity;
+  return `${file}bytes ${span.offset}..${span.offset + span.size} (parity ${p & 0x0f}+${p >>> 4})`;
+}
+
+/**
+ * The bytes of a block-backed span (its whole size). Fetches D blocks (data blocks first, services
+ * flagged stale or terminal last); a fetch that fails, returns a wrong CRC or size, or is still
+ * outstanding after BLOCK_HEDGE_MS brings in the next spare (mirror copy or parity block). The
+ * first D good blocks decide; fewer than D readable fails with an error naming file and offset.
+ */
+export async function blockSpanData(core: ClientCore, span: Span, fileId?: bigint): Promise<Buffer> {
   const s = span.raw;
   const d = dataBlocks(s.parity);
   const blocks = s.bodyBlocks;
-  if (d === 0 || blocks.length < d) throw new EggsError(ErrorCode.MALFORMED_RESPONSE, `span at ${span.offset} has parity 0x${s.parity.toString(16)} and ${blocks.length} blocks`);
+  if (d === 0 || blocks.length < d) throw new EggsError(ErrorCode.MALFORMED_RESPONSE, `${describeSpan(fileId, span)} has ${blocks.length} blocks`);
+  const total = blocks.length;
+  // Usable services first (flagged stale or terminal last), and within each, data before parity.
+  const rank = (i: number) => (usable(blocks[i]!.flags) ? 0 : 2) + (i < d ? 0 : 1);
+  const candidates = [...blocks.keys()].sort((a, b) => rank(a) - rank(b) || a - b);
+  const got: (Buffer | undefined)[] = new Array(total).fill(undefined);
   const errors: string[] = [];
-  const got: (Buffer | undefined)[] = new Array(blocks.length).fill(undefined);
-  const tryFetch = async (i: number) => {
-    try {
-      got[i] = await fetchChecked(core, blocks[i]!);
-    } catch (err) {
-      errors.push((err as Error).message);
-    }
-  };
-  if (d === 1) {
-    // Any copy is the span: usable ones first, then the rest.
-    const order = [...blocks.keys()].sort((a, b) => Number(!usable(blocks[a]!.flags)) - Number(!usable(blocks[b]!.flags)));
-    for (const i of order) {
-      await tryFetch(i);
-      if (got[i]) return got[i]!;
-    }
-  } else {
-    await Promise.all([...Array(d).keys()].map(tryFetch));
-    // Missing data blocks: bring in parity blocks one by one until the span can be rebuilt.
-    for (let i = d; i < blocks.length && got.filter(Boolean).length < d; i++) await tryFetch(i);
-    if (got.filter(Boolean).length >= d) {
-      const data = decodeSpan(got, s.parity, span.size);
-      const want = crcFromBytes(s.crc32);
-      if (crc32c(data) !== want) throw new CorruptDataError(`span at offset ${span.offset} does not match its CRC after decoding`);
-      return data;
-    }
+  let good = 0;
+  let inflight = 0;
+  await new Promise<void>((resolve) => {
+    let done = false;
+    let hedge: NodeJS.Timeout | undefined;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      if (hedge) clearInterval(hedge);
+      resolve();
+    };
+    const startNext = (): boolean => {
+      const i = candidates.shift();
+      if (i === undefined) return false;
+      inflight++;
+      const b = blocks[i]!;
+      fetchChecked(core, b).then(
+        (buf) => {
+          got[i] = buf;
+          good++;
+        },
+        (err: Error) => {
+          errors.push(`block ${i} on ${b.ip[0]}.${b.ip[1]}.${b.ip[2]}.${b.ip[3]}:${b.port}: ${err.message}`);
+          if (!done) startNext();
+        },
+      ).finally(() => {
+        inflight--;
+        if (good >= d || (inflight === 0 && candidates.length === 0)) finish();
+      });
+      return true;
+    };
+    for (let k = 0; k < d; k++) startNext();
+    if (inflight === 0) finish();
+    hedge = setInterval(() => {
+      if (!done && !startNext()) clearInterval(hedge);
+    }, BLOCK_HEDGE_MS);
+  });
+  if (good < d) {
+    throw new EggsError(
+      ErrorCode.INTERNAL_ERROR,
+      `${describeSpan(fileId, span)}: only ${good} of ${total} blocks readable, ${d} needed, more than ${total - d} lost: ${errors.join('; ')}`,
+    );
   }
-  throw new EggsError(ErrorCode.INTERNAL_ERROR, `cannot read span at offset ${span.offset}: ${errors.join('; ')}`);
+  let data: Buffer;
+  if (d === 1) {
+    data = got.find((b) => b !== undefined)!;
+  } else {
+    data = decodeSpan(got, s.parity, span.size);
+    const want = crcFromBytes(s.crc32);
+    if (crc32c(data) !== want) throw new CorruptDataError(`${describeSpan(fileId, span)} does not match its CRC after decoding`);
+  }
+  const missingData = [...Array(d).keys()].filter((i) => got[i] === undefined).length;
+  if (errors.length > 0 || (d > 1 && missingData > 0)) {
+    logDegraded(`${describeSpan(fileId, span)} read from ${good} of ${total} blocks${missingData > 0 && d > 1 ? `, ${missingData} data blocks rebuilt from parity` : ''}${errors.length > 0 ? `: ${errors.join('; ')}` : ''}`);
+  }
+  return data;
 }
 
 function spanKind(span: Span): 'inline' | 'zero' | 'blocks' {
@@ -108,7 +175,7 @@ export async function* readFileChunks(core: ClientCore, fileId: bigint, start: n
       const span = n.value;
       const entry: { span: Span; data?: Promise<Buffer> } = { span };
       if (spanKind(span) === 'blocks') {
-        entry.data = blockSpanData(core, span);
+        entry.data = blockSpanData(core, span, fileId);
         entry.data.catch(() => {}); // surfaced when consumed
       }
       queue.push(entry);

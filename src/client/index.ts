@@ -11,6 +11,7 @@ import { ClientCore, type CoreOptions } from './core.js';
 import { EggsFileWriter, type FileWriter } from './file-writer.js';
 import { readFileChunks } from './file-reader.js';
 import { checkParity } from './layout.js';
+import { defaultParityFor } from './span-layout.js';
 import { newBlockClient } from './block-io.js';
 import { PathError, joinPath, nameBytes, pathError, splitPath } from './paths.js';
 import { fetchBlockServices, fetchCdc, fetchShards } from './shuckle.js';
@@ -79,9 +80,12 @@ export class EggsClient {
   static async connect(opts: ClientOptions = {}): Promise<EggsClient> {
     const shards: Address[] = [];
     let cdc: Address;
+    let writableBlockServices = 0;
     if (opts.shuckleUrl) {
       const so = { url: opts.shuckleUrl, secret: opts.clusterSecret, timeoutMs: opts.timeoutMs };
-      const [list, c] = await Promise.all([fetchShards(so), fetchCdc(so)]);
+      const [list, c, bs] = await Promise.all([fetchShards(so), fetchCdc(so), fetchBlockServices(so).catch(() => [])]);
+      const storageClass = opts.storageClass ?? DEFAULT_STORAGE_CLASS;
+      writableBlockServices = bs.filter((b) => !b.is_stale && !b.is_terminal && b.storage_class === storageClass && b.status !== 'drain').length;
       for (const s of list) if (s.id >= 0 && s.id < SHARD_COUNT) shards[s.id] = { host: s.ip, port: s.port };
       if (!c) throw new Error(`no CDC is registered at shuckle ${opts.shuckleUrl} (is the cluster still starting?)`);
       if (list.length === 0) throw new Error(`no shard is registered at shuckle ${opts.shuckleUrl} (is the cluster still starting?)`);
@@ -92,7 +96,9 @@ export class EggsClient {
       for (let i = 0; i < SHARD_COUNT; i++) shards[i] = { host, port: base + i };
       cdc = { host: opts.cdcHost ?? DEFAULT_HOST, port: opts.cdcPort ?? CDC_PORT };
     }
-    const parity = opts.parity ?? DEFAULT_PARITY;
+    // Without a parity of its own, a writer gets the cluster default (redundancy when the cluster
+    // has the block services for it; span-layout.ts defaultParityFor).
+    const parity = opts.parity ?? (opts.shuckleUrl ? defaultParityFor(writableBlockServices) : DEFAULT_PARITY);
     checkParity(parity);
     const spanBytes = opts.spanBytes ?? DEFAULT_SPAN_BYTES;
     if (!Number.isInteger(spanBytes) || spanBytes < 256 || spanBytes > MAX_SPAN_BYTES) throw new RangeError(`spanBytes must be within 256..${MAX_SPAN_BYTES}`);

@@ -38,11 +38,6 @@ export function parityByte(dataBlocks: number, parityBlocks: number): number {
   if (!Number.isInteger(parityBlocks) || parityBlocks < 0 || parityBlocks > MAX_PARITY_BLOCKS) {
     throw new RangeError(`parity: parity blocks must be 0..${MAX_PARITY_BLOCKS}, got ${parityBlocks}`);
   }
-  if (dataBlocks > 1 && parityBlocks === 0) {
-    // Nothing forbids it on the wire, but a striped span with no parity loses the file with any one
-    // of D services: strictly worse than one block.
-    throw new RangeError(`parity: ${dataBlocks} data blocks need at least one parity block`);
-  }
   return (parityBlocks << 4) | dataBlocks;
 }
 
@@ -238,4 +233,19 @@ function describe(blocks: readonly (Buffer | undefined)[], badBlocks: readonly n
 
 function hex(n: number): string {
   return n.toString(16).padStart(2, '0');
+}
+
+/** The cluster default: 4 data + 2 parity blocks, any 2 services lost, 1.5× the data stored. */
+export const CLUSTER_DEFAULT_PARITY = 0x24;
+/** Blocks a span of the default spreads over, plus a spare so one dead service still leaves a choice. */
+const DEFAULT_PARITY_MIN_SERVICES = 4 + 2 + 1;
+
+/**
+ * The parity new files get when the writer names none, from the cluster's writable block services
+ * (of the storage class written): 4+2 when there are at least 7 (so `eggsfs run`'s 10 survive any
+ * 2 lost services at 1.5× the data), else 0x01 as the original (fewer services cannot place 4+2
+ * with a spare; such clusters choose a mode per write, e.g. `--parity 1+2`).
+ */
+export function defaultParityFor(writableBlockServices: number): number {
+  return writableBlockServices >= DEFAULT_PARITY_MIN_SERVICES ? CLUSTER_DEFAULT_PARITY : parityByte(1, 0);
 }
