@@ -6,7 +6,7 @@ import { CDC_PORT, DEFAULT_HOST, SHARD_BASE_PORT } from '../proto/ports.js';
 import { SHARD_COUNT } from '../proto/ids.js';
 import { UsageError, parseIntArg } from '../util/args.js';
 import { announceReady, logger } from '../util/log.js';
-import { DEFAULT_SHARD_TIMEOUT_MS, SHUCKLE_REFRESH_MS } from './limits.js';
+import { DEFAULT_SHARD_TIMEOUT_MS, MAX_TXNS_QUEUED, MAX_TXNS_RUNNING, SHUCKLE_REFRESH_MS } from './limits.js';
 import { CdcServer, type Address } from './server.js';
 
 const log = logger('cdc');
@@ -25,6 +25,9 @@ const USAGE = `usage: eggsfs cdc --dir D [options]
   --shard-timeout-ms MS   resend a shard request after this long without an answer (default ${DEFAULT_SHARD_TIMEOUT_MS})
   --sync full|normal      full (default): fsync every group commit, answers survive power loss;
                           normal: answers survive kill -9 of the CDC only
+  --max-running N         transactions executing at once (default ${MAX_TXNS_RUNNING})
+  --max-queued N          transactions waiting behind them (default ${MAX_TXNS_QUEUED}); when full,
+                          new requests are answered TIMEOUT at once (nothing done, retry later)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -41,6 +44,8 @@ export async function run(argv: string[]): Promise<number> {
       advertise: { type: 'string' },
       'shard-timeout-ms': { type: 'string', default: String(DEFAULT_SHARD_TIMEOUT_MS) },
       sync: { type: 'string', default: 'full' },
+      'max-running': { type: 'string', default: String(MAX_TXNS_RUNNING) },
+      'max-queued': { type: 'string', default: String(MAX_TXNS_QUEUED) },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -53,6 +58,8 @@ export async function run(argv: string[]): Promise<number> {
   const port = parseIntArg('port', values.port, 0, 65535);
   const shardBasePort = parseIntArg('shard-base-port', values['shard-base-port'], 1, 65535 - SHARD_COUNT + 1);
   const shardTimeoutMs = parseIntArg('shard-timeout-ms', values['shard-timeout-ms'], 1, 600_000);
+  const maxRunning = parseIntArg('max-running', values['max-running'], 1, 1 << 20);
+  const maxQueued = parseIntArg('max-queued', values['max-queued'], 0, 1 << 24);
   const sync = values.sync;
   if (sync !== 'full' && sync !== 'normal') throw new UsageError(`--sync must be full or normal, got "${sync}"`);
   mkdirSync(values.dir, { recursive: true });
@@ -75,6 +82,8 @@ export async function run(argv: string[]): Promise<number> {
     shards: book,
     shardTimeoutMs,
     sync,
+    maxRunning,
+    maxQueued,
     crashAt: process.env.EGGSFS_CDC_CRASH_AT || undefined,
   });
   await server.start();
