@@ -51,8 +51,20 @@ async function until(what: string, timeoutMs: number, cond: () => Promise<boolea
   throw new Error(`timed out waiting for ${what}${last ? ` (${last})` : ''}`);
 }
 
+/** Ports are probed free, then bound by the services a moment later; another process can take one in between. */
+const PORT_RACE_ATTEMPTS = 4;
+
 export async function startSplitCluster(opts: { blockServices: number }): Promise<SplitCluster> {
-  const n = opts.blockServices;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(opts.blockServices);
+    } catch (err) {
+      if (attempt >= PORT_RACE_ATTEMPTS || !/EADDRINUSE/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startOnce(n: number): Promise<SplitCluster> {
   const tmp = tempDir('split');
   const dir = tmp.path;
   const ports = await allocateClusterPorts(n);
