@@ -23,6 +23,11 @@ export function formatBytes(n: number): string {
   return `${v.toFixed(1)} ${units[i]}`;
 }
 
+function formatDuration(ms: number): string {
+  if (ms % 60_000 === 0) return `${ms / 60_000} min`;
+  return `${ms / 1000} s`;
+}
+
 export function formatAge(ms: number): string {
   if (ms < 0) ms = 0;
   const s = Math.round(ms / 1000);
@@ -98,7 +103,7 @@ export function renderCluster(o: Overview): string {
 </section>
 <h2>Block services</h2>
 ${blockServicesTable(o)}
-<p class="note">Services sharing a disk each report that disk's free space. A service is stale when its last successful check is 10 minutes old.</p>
+<p class="note">Services sharing a disk each report that disk's free space. A service is stale when its last successful check is ${esc(formatDuration(o.block_stale_ms))} old.</p>
 <h2>Shards</h2>
 ${shardGrid(o)}
 <h2>CDC</h2>

@@ -13,6 +13,7 @@ export interface Staleness {
 
 export interface Overview {
   now_ms: number;
+  block_stale_ms: number;
   block_services: BlockServiceEntry[];
   shards: (ShardEntry & { is_stale: boolean })[];
   cdc: (CdcEntry & { is_stale: boolean }) | null;
@@ -95,5 +96,5 @@ export function overview(db: ShuckleDb, nowMs: number, s: Staleness): Overview {
     t.capacity_bytes += b.used_bytes! + b.free_bytes!;
     t.blocks += b.used_n!;
   }
-  return { now_ms: nowMs, block_services: bs, shards, cdc: c ? { ...c, is_stale: c.last_seen_ms <= nowMs - s.serviceStaleMs } : null, totals: t };
+  return { now_ms: nowMs, block_stale_ms: s.blockStaleMs, block_services: bs, shards, cdc: c ? { ...c, is_stale: c.last_seen_ms <= nowMs - s.serviceStaleMs } : null, totals: t };
 }
