@@ -195,7 +195,12 @@ export async function run(argv: string[]): Promise<number | void> {
   const stop = (sig: string) => {
     if (stopping) return;
     stopping = true;
-    log.info(`${sig}: closing ${servers.length} shards`);
+    const total = { received: 0, dropped: 0, internalErrors: 0, commits: 0, committedRequests: 0 };
+    for (const s of servers) for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += s.stats[k];
+    log.info(
+      `${sig}: closing ${servers.length} shards; served ${total.received} datagrams (${total.dropped} dropped for a full queue, ` +
+        `${total.internalErrors} internal errors), ${total.commits} commits of ${(total.committedRequests / Math.max(1, total.commits)).toFixed(1)} requests on average`,
+    );
     // Batches run synchronously, so no transaction is open here.
     shutdown(0);
   };

@@ -2,6 +2,8 @@
 // [bug]s of §8 fixed. A handler either returns the response body or throws a ShardFail; the
 // caller (batch.ts) runs each request in its own savepoint, so a failure has no partial effect.
 import type Database from 'better-sqlite3';
+import assert from 'node:assert';
+import { createCipheriv, type Cipher } from 'node:crypto';
 import { ErrorCode } from '../proto/errors.js';
 import { fileCookie, blockWriteCertificate, blockWriteProof, macEquals } from '../proto/crypto.js';
 import { crc32c, crc32cCombine, crc32cZeros, crcFromBytes, crcToBytes } from '../proto/crc32c.js';
@@ -141,6 +143,8 @@ export class ShardStore {
   readonly shard: number;
   readonly registry: Registry;
   private readonly secretKey: Buffer;
+  private readonly cookieCipher: Cipher;
+  private readonly cookieBlock = Buffer.alloc(16);
   private lastNow = 0n;
   private readonly handlers: (Handler | undefined)[] = new Array(256).fill(undefined);
   private readonly st;
@@ -153,11 +157,13 @@ export class ShardStore {
     this.registry = new Registry(db);
     const info = db.prepare('SELECT secret_key FROM shard_info WHERE id = 0').get() as { secret_key: Buffer };
     this.secretKey = info.secret_key;
+    this.cookieCipher = createCipheriv('aes-128-ecb', this.secretKey, null).setAutoPadding(false);
+    assert(this.cookie(0x4000000000000000n) === fileCookie(0x4000000000000000n, this.secretKey), 'cookie cipher agrees with proto/crypto');
     const p = (sql: string) => db.prepare(sql);
     this.st = {
       shardInfo: p('SELECT next_file_id, next_symlink_id, next_block_id FROM shard_info WHERE id = 0'),
-      setFileCounter: p('UPDATE shard_info SET next_file_id = ? WHERE id = 0'),
-      setSymlinkCounter: p('UPDATE shard_info SET next_symlink_id = ? WHERE id = 0'),
+      takeFileCounter: p(`UPDATE shard_info SET next_file_id = next_file_id + ${COUNTER_STEP} WHERE id = 0 RETURNING next_file_id - ${COUNTER_STEP} AS counter`),
+      takeSymlinkCounter: p(`UPDATE shard_info SET next_symlink_id = next_symlink_id + ${COUNTER_STEP} WHERE id = 0 RETURNING next_symlink_id - ${COUNTER_STEP} AS counter`),
       setBlockCounter: p('UPDATE shard_info SET next_block_id = ? WHERE id = 0'),
       dir: p('SELECT id, owner_id, mtime, opaque FROM directories WHERE id = ?'),
       insertDir: p('INSERT INTO directories (id, owner_id, mtime, hash_mode, opaque) VALUES (?, ?, ?, ?, ?)'),
@@ -180,11 +186,13 @@ export class ShardStore {
       insertSnapshotEdge: p('INSERT INTO edges (dir_id, name_hash, name, creation_time, current, target_id, owned, locked) VALUES (?, ?, ?, ?, 0, ?, ?, NULL)'),
       edgeToSnapshot: p('UPDATE edges SET current = 0, locked = NULL, owned = ? WHERE dir_id = ? AND name_hash = ? AND name = ? AND creation_time = ?'),
       setEdgeLock: p('UPDATE edges SET locked = ? WHERE dir_id = ? AND name_hash = ? AND name = ? AND creation_time = ?'),
-      readDir: p(`SELECT e.target_id, e.name_hash, e.name, e.creation_time FROM edges e
-        WHERE e.dir_id = @dir AND e.name_hash >= @hash AND e.creation_time = (
-          SELECT max(f.creation_time) FROM edges f WHERE f.dir_id = @dir AND f.name_hash = e.name_hash AND f.name = e.name AND f.creation_time <= @asOf)
-        AND e.target_id <> 0
-        ORDER BY e.name_hash, e.name LIMIT ${READ_DIR_FETCH}`),
+      // One walk of the primary key: per (hash, name) the newest edge at or before asOf (SQLite
+      // takes the bare columns of a max() aggregate from the row holding the max); deletion
+      // markers (target 0) are then dropped.
+      readDir: p(`SELECT target_id, name_hash, name, max(creation_time) AS creation_time FROM edges
+        WHERE dir_id = @dir AND name_hash >= @hash AND creation_time <= @asOf
+        GROUP BY name_hash, name HAVING target_id <> 0
+        ORDER BY name_hash, name LIMIT ${READ_DIR_FETCH}`),
       fullReadDir: p(`SELECT target_id, name_hash, name, creation_time, current, owned FROM edges
         WHERE dir_id = @dir AND (name_hash > @hash OR (name_hash = @hash AND (name > @name OR (name = @name AND creation_time >= @time))))
         ORDER BY name_hash, name, creation_time LIMIT ${FULL_READ_DIR_FETCH}`),
@@ -246,8 +254,14 @@ export class ShardStore {
     return t;
   }
 
+  /**
+   * Cookie (metadata.md §4.2): one AES block, last 8 bytes. One ECB cipher per shard is reused
+   * (each update() of 16 bytes is an independent block), instead of a cipher object per call.
+   */
   cookie(fileId: bigint): bigint {
-    return fileCookie(fileId, this.secretKey);
+    this.cookieBlock.writeBigUInt64LE(fileId, 0);
+    const out = this.cookieCipher.update(this.cookieBlock);
+    return out.readBigUInt64LE(8);
   }
 
   // --- shared algorithms (metadata.md §4.2) ---
@@ -426,13 +440,10 @@ export class ShardStore {
 
   private constructFile(r: ShardReq<'CONSTRUCT_FILE'>): ShardResp<'CONSTRUCT_FILE'> {
     if (r.type !== InodeType.FILE && r.type !== InodeType.SYMLINK) fail(ErrorCode.TYPE_IS_DIRECTORY, `cannot construct an inode of type ${r.type}`);
-    const info = this.st.shardInfo.get() as { next_file_id: bigint; next_symlink_id: bigint };
-    const counter = r.type === InodeType.FILE ? info.next_file_id : info.next_symlink_id;
+    const { counter } = (r.type === InodeType.FILE ? this.st.takeFileCounter : this.st.takeSymlinkCounter).get() as { counter: bigint };
     if (counter > MAX_LOCAL_ID) fail(ErrorCode.INTERNAL_ERROR, `shard ${this.shard} ran out of ${r.type === InodeType.FILE ? 'file' : 'symlink'} ids`);
     // The prototype's id scheme (metadata.md §2.5): the counter is the local id.
     const id = (BigInt(r.type) << 61n) | (counter << 8n) | BigInt(this.shard);
-    if (r.type === InodeType.FILE) this.st.setFileCounter.run(counter + COUNTER_STEP);
-    else this.st.setSymlinkCounter.run(counter + COUNTER_STEP);
     const now = this.now();
     this.st.insertFile.run(id, now, now + DEADLINE_DURATION_NS, BigInt(SPAN_CLEAN));
     return { id, cookie: this.cookie(id) };
@@ -521,10 +532,11 @@ export class ShardStore {
 
   private linkFile(r: ShardReq<'LINK_FILE'>): ShardResp<'LINK_FILE'> {
     if (this.cookie(r.fileId) !== r.cookie) fail(ErrorCode.BAD_COOKIE);
-    const existing = storable(r.fileId) ? (this.st.file.get(r.fileId) as FileRow | undefined) : undefined;
-    if (existing && existing.transient === 0n) return {}; // retry of a link that succeeded
+    const f = storable(r.fileId) ? (this.st.file.get(r.fileId) as FileRow | undefined) : undefined;
+    if (f && f.transient === 0n) return {}; // retry of a link that succeeded
     const now = this.now();
-    const f = this.getTransientFile(r.fileId, r.cookie, now);
+    // GetTransientFile, with the cookie already checked.
+    if (!f || f.deadline === null || f.deadline <= now) fail(ErrorCode.FILE_NOT_FOUND);
     if (f.last_span_state !== BigInt(SPAN_CLEAN)) fail(ErrorCode.LAST_SPAN_STATE_NOT_CLEAN);
     this.createCurrentEdge(r.ownerId, r.name, r.fileId, now, false);
     this.st.linkFile.run(now, r.fileId);
