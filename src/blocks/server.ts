@@ -34,6 +34,8 @@ export const DEFAULT_LIMITS: BlockServerLimits = {
 const WRITE_BATCH_BYTES = 1 << 20;
 /** Fetch and crc read the block in chunks of this size. */
 const READ_CHUNK_BYTES = 1 << 20;
+/** Fetch keeps up to this much queued on the socket so the network never waits for the disk. */
+const FETCH_SOCKET_QUEUE_BYTES = 4 << 20;
 
 class Refusal extends Error {
   override readonly name = 'Refusal';
@@ -225,7 +227,7 @@ export class BlockServer {
         if (!next && rec && crc !== rec.crc) {
           throw new Refusal(`fetch ${id}: corrupted: CRC ${crc.toString(16)} on disk, ${rec.crc.toString(16)} written`);
         }
-        await writeWithDrain(socket, cur, this.limits.idleTimeoutMs);
+        await writeWithDrain(socket, cur, this.limits.idleTimeoutMs, FETCH_SOCKET_QUEUE_BYTES);
       }
       if (size === 0 && rec && rec.crc !== 0) throw new Refusal(`fetch ${id}: corrupted: empty on disk`);
     } finally {

@@ -43,6 +43,32 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/**
+ * Group commit for directory fsyncs: callers arriving while a sync runs share the next one, so
+ * concurrent writers into one directory pay for about one fsync each round instead of one each.
+ */
+class DirSyncer {
+  private running: Promise<void> | null = null;
+  private queued: Promise<void> | null = null;
+  constructor(private readonly dir: string) {}
+
+  sync(): Promise<void> {
+    if (!this.running) {
+      this.running = fsyncDir(this.dir).finally(() => (this.running = null));
+      return this.running;
+    }
+    // A sync is in progress and may have started before our rename: wait for the next one.
+    if (!this.queued) {
+      const after = this.running.catch(() => {});
+      this.queued = after.then(() => {
+        this.queued = null;
+        return this.sync();
+      });
+    }
+    return this.queued;
+  }
+}
+
 /** Append-only (id, size, crc) log with group commit: concurrent appends share one fdatasync. */
 class CrcLog {
   private pending: { rec: Buffer; resolve: () => void; reject: (e: Error) => void }[] = [];
@@ -124,9 +150,13 @@ export class PendingBlock {
   /** fsync the data, record the CRC, rename into place, fsync the directory. */
   async commit(info: BlockInfo): Promise<void> {
     if (info.sizeBytes !== this.position) throw new StoreError(`${this.tmpPath}: committing ${info.sizeBytes} bytes but wrote ${this.position}`);
-    await this.fh.sync();
+    // The data and its CRC record are synced in parallel; both are durable before the rename.
+    const synced = this.fh.sync();
+    const recorded = this.store.record(this.blockId, info);
+    const results = await Promise.allSettled([synced, recorded]);
     await this.fh.close();
-    await this.store.recordAndPublish(this, info);
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+    await this.store.publish(this, info);
   }
 
   async abort(): Promise<void> {
@@ -155,6 +185,7 @@ export class BlockStore {
   private usedBlocksCount = 0;
   /** Serialises operations on the same block id (a retried write racing its original, erase). */
   private readonly busy = new Map<bigint, Promise<unknown>>();
+  private readonly dirSyncers = new Map<string, DirSyncer>();
 
   private constructor(
     readonly dir: string,
@@ -317,12 +348,22 @@ export class BlockStore {
     return new PendingBlock(this, blockId, tmpPath, finalPath, fh);
   }
 
-  /** Called by PendingBlock.commit: CRC record first, so every visible block has one. */
-  async recordAndPublish(p: PendingBlock, info: BlockInfo): Promise<void> {
-    await this.crcLog.append(p.blockId, info);
+  /** Called by PendingBlock.commit before publish, so that every visible block has a record. */
+  record(blockId: bigint, info: BlockInfo): Promise<void> {
+    return this.crcLog.append(blockId, info);
+  }
+
+  private dirSyncer(dir: string): DirSyncer {
+    let s = this.dirSyncers.get(dir);
+    if (!s) this.dirSyncers.set(dir, (s = new DirSyncer(dir)));
+    return s;
+  }
+
+  /** Renames the synced temp file into place and makes the rename durable. */
+  async publish(p: PendingBlock, info: BlockInfo): Promise<void> {
     const previous = await this.fileSize(p.blockId);
     await fsp.rename(p.tmpPath, p.finalPath);
-    await fsyncDir(path.dirname(p.finalPath));
+    await this.dirSyncer(path.dirname(p.finalPath)).sync();
     this.crcs.set(p.blockId, info);
     if (previous === null) this.usedBlocksCount++;
     this.usedBytesCount += info.sizeBytes - (previous ?? 0);
@@ -334,7 +375,7 @@ export class BlockStore {
     const size = await this.fileSize(blockId);
     if (size !== null) {
       await fsp.unlink(p);
-      await fsyncDir(path.dirname(p));
+      await this.dirSyncer(path.dirname(p)).sync();
       this.usedBlocksCount--;
       this.usedBytesCount -= size;
     }

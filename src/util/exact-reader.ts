@@ -153,9 +153,12 @@ export class ExactReader {
   }
 }
 
-/** Writes `buf`, resolving once the socket accepts more; rejects if the peer stops reading. */
-export function writeWithDrain(socket: Socket, buf: Uint8Array, stallTimeoutMs: number): Promise<void> {
-  if (socket.write(buf)) return Promise.resolve();
+/**
+ * Writes `buf`, resolving once the socket accepts more (at most `queueBytes` waiting in user
+ * space, so a stream keeps the kernel's buffer full); rejects if the peer stops reading.
+ */
+export function writeWithDrain(socket: Socket, buf: Uint8Array, stallTimeoutMs: number, queueBytes = 0): Promise<void> {
+  if (socket.write(buf) || socket.writableLength <= queueBytes) return Promise.resolve();
   return new Promise<void>((resolve, reject) => {
     const done = (err?: Error) => {
       clearTimeout(timer);

@@ -1,0 +1,131 @@
+// Block-service throughput: write and fetch MiB/s for 1, 10 and ~100 MiB blocks with 1 and 8
+// concurrent clients, against a real `eggsfs blocks` process on a fresh directory, and in the same
+// run the disk's own figures for the same block sizes with dd:
+//   write: dd if=/dev/zero of=F bs=S count=K oflag=dsync     (every S-byte block synced)
+//   read:  dd if=F of=/dev/null bs=S, with F's page cache dropped first (cold, like our fetch)
+// Before each fetch phase the blocks' page cache is dropped too (dd oflag=nocache), so fetches
+// read the disk rather than memory.
+//
+//   node dist/bench/blocks.js [--dir BASE] [--total-mib 256] [--sizes 1,10,max] [--clients 1,8]
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BlockClient } from '../src/client/blocks.js';
+import { blockRelativePath, MAX_BLOCK_BYTES } from '../src/proto/blockwire.js';
+import { blockWriteCertificate } from '../src/proto/crypto.js';
+import { crc32c, crcToBytes } from '../src/proto/crc32c.js';
+import { eggsNow } from '../src/proto/time.js';
+
+const MiB = 1 << 20;
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
+}
+
+const baseDir = arg('dir', os.tmpdir());
+const totalMiB = Number(arg('total-mib', '256'));
+// 100 MiB is above the protocol's MAX_BLOCK_BYTES (100,000,000 bytes, the original's
+// MAX_OBJECT_SIZE), so the largest case is that limit, 95.4 MiB.
+const sizesMiB = arg('sizes', '1,10,max')
+  .split(',')
+  .map((x) => (x === 'max' ? MAX_BLOCK_BYTES / MiB : Number(x)));
+const clientCounts = arg('clients', '1,8').split(',').map(Number);
+
+function dropCache(file: string): void {
+  spawnSync('dd', [`of=${file}`, 'oflag=nocache', 'conv=notrunc,fdatasync', 'count=0', 'status=none']);
+}
+
+/** Runs dd and returns MiB/s from the bytes and seconds it reports. */
+function dd(args: string[]): number {
+  const r = spawnSync('dd', args, { encoding: 'utf8' });
+  const m = /(\d+) bytes .* copied, ([\d.]+) s/.exec(r.stderr);
+  if (!m) throw new Error(`dd ${args.join(' ')}: ${r.stderr}`);
+  return Number(m[1]) / MiB / Number(m[2]);
+}
+
+function diskBaseline(dir: string, sizeBytes: number, count: number): { writeMiBs: number; readMiBs: number } {
+  const f = path.join(dir, `dd-${sizeBytes}`);
+  const writeMiBs = dd(['if=/dev/zero', `of=${f}`, `bs=${sizeBytes}`, `count=${count}`, 'oflag=dsync']);
+  dropCache(f);
+  const readMiBs = dd([`if=${f}`, 'of=/dev/null', `bs=${sizeBytes}`]);
+  fs.rmSync(f);
+  return { writeMiBs, readMiBs };
+}
+
+async function pool<T>(items: T[], workers: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(baseDir, 'eggsfs-bench-blocks-'));
+  const storeDir = path.join(dir, 'store');
+  const port = 20000 + Math.floor(Math.random() * 12000);
+  const svc = spawn(process.execPath, [path.join(REPO, 'bin/eggsfs.js'), 'blocks', '--dir', storeDir, '--port', String(port), '--shuckle-udp', 'none'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, EGGSFS_LOG: 'warn' },
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      svc.stdout!.setEncoding('utf8').on('data', (d: string) => d.includes('ready blocks') && resolve());
+      svc.on('exit', (c) => reject(new Error(`block service exited (${c})`)));
+    });
+    const key = fs.readFileSync(path.join(storeDir, 'secret.key'));
+    const addr = { ip: '127.0.0.1', port };
+    const client = new BlockClient();
+    console.log(`block service benchmark: fresh directory ${dir} (${os.cpus().length} cores); ${totalMiB} MiB per case (at least one block per client)`);
+    console.log('size     clients  write MiB/s  disk dsync write  ratio   fetch MiB/s  disk cold read  ratio');
+    let idSeq = 0n;
+    for (const sizeMiB of sizesMiB) {
+      const size = Math.min(MAX_BLOCK_BYTES, Math.round(sizeMiB * MiB));
+      const data = Buffer.allocUnsafe(size);
+      for (let i = 0; i < size; i += 4096) data.writeUInt32LE((i * 2654435761) >>> 0, i);
+      const crc = crc32c(data);
+      for (const clients of clientCounts) {
+        const count = Math.max(clients, Math.ceil(totalMiB / sizeMiB));
+        const ids = Array.from({ length: count }, () => (eggsNow() & ~0xffffn) + ((idSeq += 0x100n) & 0xff00n) + 0x0an);
+        const uniq = [...new Set(ids)];
+        const t0 = process.hrtime.bigint();
+        await pool(uniq, clients, async (id) => {
+          await client.write(addr, id, crc, data, blockWriteCertificate(key, id, crcToBytes(crc), size));
+        });
+        const writeS = Number(process.hrtime.bigint() - t0) / 1e9;
+        for (const id of uniq) dropCache(path.join(storeDir, blockRelativePath(id)));
+        const t1 = process.hrtime.bigint();
+        await pool(uniq, clients, async (id) => {
+          const got = await client.fetch(addr, id);
+          if (got.length !== size) throw new Error('short fetch');
+        });
+        const fetchS = Number(process.hrtime.bigint() - t1) / 1e9;
+        // The disk's figure right after each case: the machine's load swings, so a baseline from
+        // another moment would make the ratio meaningless.
+        const base = diskBaseline(dir, size, count);
+        const w = (uniq.length * sizeMiB) / writeS;
+        const f = (uniq.length * sizeMiB) / fetchS;
+        console.log(
+          `${sizeMiB.toFixed(sizeMiB % 1 ? 1 : 0).padStart(4)} MiB ${String(clients).padStart(7)}  ${w.toFixed(0).padStart(11)}  ${base.writeMiBs.toFixed(0).padStart(16)}  ${(w / base.writeMiBs).toFixed(2).padStart(5)}   ${f.toFixed(0).padStart(11)}  ${base.readMiBs.toFixed(0).padStart(14)}  ${(f / base.readMiBs).toFixed(2).padStart(5)}`,
+        );
+        // Remove this case's blocks so the directory stays small and fresh.
+        for (const id of uniq) fs.rmSync(path.join(storeDir, blockRelativePath(id)), { force: true });
+      }
+    }
+    client.close();
+  } finally {
+    svc.kill('SIGTERM');
+    await new Promise((r) => svc.once('exit', r));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
