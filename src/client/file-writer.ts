@@ -8,7 +8,7 @@ import { EggsError, ErrorCode } from '../proto/errors.js';
 import { InodeType } from '../proto/ids.js';
 import { BlockIoError, writeBlock } from './block-io.js';
 import type { ClientCore } from './core.js';
-import { encodeSpan, parityForSpan } from './layout.js';
+import { encodeSpan, parityForSpan, type EncodedSpan } from './layout.js';
 import { nameBytes } from './paths.js';
 import type { FetchedSpanT } from '../proto/messages.js';
 import { blockSpanData } from './file-reader.js';
@@ -39,6 +39,12 @@ const ZERO_CHUNK = Buffer.alloc(64 * 1024);
 const FAILOVER_ATTEMPTS = 6;
 const FAILOVER_BACKOFF_MS = 1_000;
 const log = logger('client');
+
+/** A block span's parity and blocks, computed ahead of its turn on the wire. */
+interface PreEncoded {
+  parity: number;
+  enc: EncodedSpan;
+}
 
 /** A block of a span could not be written: the span is stuck on its transient file. */
 class SpanPlacementError extends Error {}
@@ -115,6 +121,10 @@ export class EggsFileWriter implements FileWriter {
 
   /** Hands the current buffer to the wire once the previous span is certified. */
   private async startFlush(): Promise<void> {
+    // Redundancy (issue 7): encode this span (parity, CRCs) now, while the previous span's blocks are
+    // still on the wire, so the codec is off the spans' critical path.
+    const full = this.cur!.subarray(0, this.fill);
+    const pre = full.length > INLINE_MAX_BYTES && !isAllZero(full) ? this.encodeBlocks(full) : undefined;
     if (this.inflight) {
       await this.inflight; // rethrows a failure of the previous span
       this.spare = this.flushingBuf;
@@ -126,7 +136,7 @@ export class EggsFileWriter implements FileWriter {
     this.flushingBuf = buf;
     this.cur = undefined;
     this.fill = 0;
-    const p = this.flushSpanWithFailover(data, offset).catch((err: Error) => {
+    const p = this.flushSpanWithFailover(data, offset, pre).catch((err: Error) => {
       this.failure ??= err;
       throw err;
     });
@@ -134,7 +144,12 @@ export class EggsFileWriter implements FileWriter {
     this.inflight = p;
   }
 
-  private async flushSpan(data: Buffer, offset: number): Promise<void> {
+  private encodeBlocks(data: Buffer): PreEncoded {
+    const parity = parityForSpan(this.parity, data.length);
+    return { parity, enc: encodeSpan(data, parity) };
+  }
+
+  private async flushSpan(data: Buffer, offset: number, pre?: PreEncoded): Promise<void> {
     const { id, cookie } = await this.file;
     const core = this.core;
     const base = { fileId: id, cookie, byteOffset: BigInt(offset), size: BigInt(data.length) };
@@ -144,14 +159,13 @@ export class EggsFileWriter implements FileWriter {
       this.history.push({ offset, size: data.length, kind: 'inline', body });
       return;
     }
-    if (isAllZero(data)) {
+    if (!pre && isAllZero(data)) {
       await core.shard('ADD_SPAN_INITIATE', id, { ...base, storageClass: STORAGE_CLASS_ZERO_FILL, parity: 0, crc32: crcToBytes(crc32cZeros(data.length)), bodyBytes: Buffer.alloc(0), bodyBlocks: [] });
       this.history.push({ offset, size: data.length, kind: 'zero' });
       return;
     }
     const t0 = TRACE ? performance.now() : 0;
-    const parity = parityForSpan(this.parity, data.length);
-    const enc = encodeSpan(data, parity);
+    const { parity, enc } = pre ?? this.encodeBlocks(data);
     const resp = await core.shard('ADD_SPAN_INITIATE', id, {
       ...base,
       storageClass: core.opts.storageClass,
@@ -198,11 +212,11 @@ export class EggsFileWriter implements FileWriter {
   }
 
   /** flushSpan, moving the file to a new transient file when a block service does not take its block. */
-  private async flushSpanWithFailover(data: Buffer, offset: number): Promise<void> {
+  private async flushSpanWithFailover(data: Buffer, offset: number, pre?: PreEncoded): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
         if (attempt > 1) await this.moveToNewFile();
-        await this.flushSpan(data, offset);
+        await this.flushSpan(data, offset, pre);
         return;
       } catch (err) {
         if (!(err instanceof SpanPlacementError) || attempt >= FAILOVER_ATTEMPTS) throw err;
