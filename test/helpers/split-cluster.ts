@@ -28,6 +28,8 @@ export interface SplitCluster {
   alive(i: number): boolean;
   /** Kill block service i (default SIGKILL) and wait for it to exit. */
   killBlocks(i: number, signal?: NodeJS.Signals): Promise<void>;
+  /** Send a signal without waiting (SIGSTOP makes a service hang: connections open, no answers). */
+  signalBlocks(i: number, signal: NodeJS.Signals): void;
   /** Start block service i again on the same directory and port. */
   startBlocks(i: number): Promise<void>;
   /** Wait until shuckle reports exactly these services (indices) as not stale. */
@@ -85,6 +87,7 @@ async function startOnce(n: number): Promise<SplitCluster> {
   const stop = async () => {
     // Clients' entry points first, the registry last.
     for (const p of procs.slice(1).reverse()) await p.kill('SIGTERM');
+    for (const b of blocks) b?.proc.kill('SIGCONT'); // a stopped service cannot act on SIGTERM
     await Promise.all(blocks.map((b) => b?.kill('SIGTERM')));
     await procs[0]?.kill('SIGTERM');
     tmp.remove();
@@ -111,6 +114,9 @@ async function startOnce(n: number): Promise<SplitCluster> {
         const p = blocks[i];
         blocks[i] = undefined;
         await p?.kill(signal);
+      },
+      signalBlocks(i, signal) {
+        blocks[i]?.proc.kill(signal);
       },
       startBlocks,
       async waitLive(live, timeoutMs = 20_000) {
