@@ -2,7 +2,7 @@
 // LINK_FILE) with many requests in flight, against one shard and spread over all 256, and in the
 // same run a bare Node UDP echo server (the transport's ceiling) driven by the same load generator.
 //
-//   node dist/bench/shard.js [--seconds 2] [--in-flight 2048] [--clients 1] [--sync normal|full|both] [--only lookup,stat,readdir,create]
+//   node dist/bench/shard.js [--seconds 2] [--in-flight 2048] [--clients 1] [--sync normal|full|both] [--threads N] [--only lookup,stat,readdir,create]
 //
 // The load generator runs in separate processes (this file with --client), so that the shard
 // process has a core to itself on this 2-core machine.
@@ -201,6 +201,7 @@ async function main(): Promise<void> {
   const seconds = Number(arg('seconds', '2'));
   const inFlight = Number(arg('in-flight', '2048'));
   const clients = Number(arg('clients', '1'));
+  const threads = Number(arg('threads', '1'));
   const syncArg = arg('sync', 'both');
   const syncModes = syncArg === 'both' ? ['normal', 'full'] : [syncArg];
   const warmupSeconds = 0.5;
@@ -227,7 +228,7 @@ async function main(): Promise<void> {
   for (const sync of syncModes) {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'eggsfs-bench-shard-'));
     const basePort = await freeUdpBase(SHARDS);
-    const shard = await startProcess([...(process.env.EGGSFS_BENCH_SHARD_NODE_ARGS ?? '').split(' ').filter(Boolean), path.join(REPO, 'bin', 'eggsfs.js'), 'shard', '--shards', `0-${SHARDS - 1}`, '--dir', dir, '--bind', '127.0.0.1', '--base-port', String(basePort), '--sync', sync]);
+    const shard = await startProcess([...(process.env.EGGSFS_BENCH_SHARD_NODE_ARGS ?? '').split(' ').filter(Boolean), path.join(REPO, 'bin', 'eggsfs.js'), 'shard', '--shards', `0-${SHARDS - 1}`, '--dir', dir, '--bind', '127.0.0.1', '--base-port', String(basePort), '--sync', sync, '--threads', String(threads)]);
     try {
       // One directory per shard (the root for shard 0), each with a few files.
       const t = new UdpTransport({ defaultTimeoutMs: 5000, maxInFlight: 256 });

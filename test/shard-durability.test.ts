@@ -14,7 +14,8 @@ const SHARDS = 4;
 const IN_FLIGHT = 64;
 
 test('kill -9 during a stream of creates loses no acknowledged change', async (t) => {
-  const fx = await startShards({ shards: `0-${SHARDS - 1}`, count: SHARDS });
+  // Two threads: the kill also hits a process whose shards live in worker threads.
+  const fx = await startShards({ shards: `0-${SHARDS - 1}`, count: SHARDS, extraArgs: ['--threads', '2'] });
   t.after(() => fx.stop());
   // One directory per shard, created (and acknowledged) through the CDC's requests.
   const dirs: bigint[] = [];

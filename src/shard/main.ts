@@ -2,14 +2,15 @@
 // base+shard) and its own SQLite database D/shard_NNN.sqlite. Block services come from shuckle.
 import { mkdirSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import { fetchBlockServices, loadClusterSecret, registerShards, type BlockServiceEntry } from '../client/shuckle.js';
+import { Worker } from 'node:worker_threads';
+import { fetchBlockServices, loadClusterSecret, registerShards, type BlockServiceEntry, type ShuckleClientOptions } from '../client/shuckle.js';
 import { SHARD_BASE_PORT } from '../proto/ports.js';
 import { UsageError, parseIntArg, parseRange } from '../util/args.js';
 import { announceReady, logger } from '../util/log.js';
-import { openShardDb, type SyncMode } from './schema.js';
-import { ShardServer } from './server.js';
-import { ShardStore } from './store.js';
+import { type SyncMode } from './schema.js';
+import { hostShards } from './host.js';
+import { countWritable } from './registry.js';
+import type { FromWorker, ToWorker } from './worker.js';
 
 export const DEFAULT_SHUCKLE_POLL_MS = 60_000;
 /** While shuckle has no block services (cluster starting), ask again this often. */
@@ -17,6 +18,8 @@ export const EMPTY_REGISTRY_POLL_MS = 1_000;
 export const SHUCKLE_RETRY_MIN_MS = 200;
 export const SHUCKLE_RETRY_MAX_MS = 5_000;
 export const DEFAULT_REGISTER_MS = 10_000;
+/** Worker threads hosting shard groups; more than the cores only adds memory. */
+export const MAX_THREADS = 64;
 
 const log = logger('shard');
 
@@ -32,6 +35,8 @@ const USAGE = `usage: eggsfs shard --dir D [options]
   --secret-file F        cluster secret (hex); EGGSFS_CLUSTER_SECRET takes precedence
   --shuckle-poll-ms N    block-service refresh period (default ${DEFAULT_SHUCKLE_POLL_MS})
   --register-ms N        shard registration period (default ${DEFAULT_REGISTER_MS})
+  --threads N            host the shards on N threads (shard s on thread s mod N), each with
+                         its own event loop, sockets and databases (default 1)
   --sync normal|full     SQLite synchronous mode (default normal: answered requests survive
                          kill -9; full: they also survive power loss, at one fsync per batch)
 `;
@@ -47,6 +52,7 @@ interface Options {
   pollMs: number;
   registerMs: number;
   sync: SyncMode;
+  threads: number;
 }
 
 function parseArgs(argv: string[]): Options | 'help' {
@@ -61,6 +67,7 @@ function parseArgs(argv: string[]): Options | 'help' {
     pollMs: DEFAULT_SHUCKLE_POLL_MS,
     registerMs: DEFAULT_REGISTER_MS,
     sync: 'normal',
+    threads: 1,
   };
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i]!;
@@ -107,6 +114,9 @@ function parseArgs(argv: string[]): Options | 'help' {
       case '--register-ms':
         o.registerMs = parseIntArg('register-ms', val(), 10, 24 * 3600_000);
         break;
+      case '--threads':
+        o.threads = parseIntArg('threads', val(), 1, MAX_THREADS);
+        break;
       case '--sync': {
         const s = val();
         if (s !== 'normal' && s !== 'full') throw new UsageError(`--sync must be normal or full, got "${s}"`);
@@ -140,84 +150,43 @@ export async function run(argv: string[]): Promise<number | void> {
   const secret = await loadClusterSecret(opts.secretFile);
   if (opts.shuckle && !secret) log.warn('no cluster secret (EGGSFS_CLUSTER_SECRET or --secret-file): shuckle will not send block-service keys, so block-backed spans cannot be written');
 
-  // Group commit scheduling: every shard with queued requests runs one batch per round; a round
-  // starts after the event loop has read everything that arrived (setImmediate).
-  const ready = new Set<ShardServer>();
-  let roundScheduled = false;
-  const round = () => {
-    roundScheduled = false;
-    const now = [...ready];
-    ready.clear();
-    for (const s of now) if (s.runBatch()) ready.add(s);
-    if (ready.size > 0) scheduleRound();
-  };
-  const scheduleRound = () => {
-    if (!roundScheduled) {
-      roundScheduled = true;
-      setImmediate(round);
-    }
-  };
-  const schedule = (s: ShardServer) => {
-    ready.add(s);
-    scheduleRound();
-  };
-
-  const servers: ShardServer[] = [];
-  const dbs: { close(): void }[] = [];
-  const shutdown = (code: number) => {
-    for (const s of servers) s.close();
-    for (const db of dbs) {
-      try {
-        db.close();
-      } catch {
-        /* closing anyway */
-      }
-    }
-    process.exit(code);
-  };
+  let groups: Group[];
   try {
-    for (const shard of opts.shards) {
-      const file = path.join(opts.dir, `shard_${String(shard).padStart(3, '0')}.sqlite`);
-      const db = openShardDb(file, shard, opts.sync);
-      dbs.push(db);
-      const store = new ShardStore(db, shard);
-      const server = new ShardServer(store, db, log, schedule);
-      servers.push(server);
-      await server.bind(opts.basePort + shard, opts.bind);
-    }
+    groups = await startGroups(opts);
   } catch (err) {
     log.error((err as Error).message);
-    shutdown(1);
     return 1;
   }
 
   let stopping = false;
-  const stop = (sig: string) => {
+  const stop = async (sig: string) => {
     if (stopping) return;
     stopping = true;
-    const total = { received: 0, dropped: 0, internalErrors: 0, commits: 0, committedRequests: 0 };
-    for (const s of servers) for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += s.stats[k];
+    const total: Record<string, number> = {};
+    for (const st of await Promise.all(groups.map((g) => g.stop().catch(() => ({}) as Record<string, number>)))) {
+      for (const [k, v] of Object.entries(st)) total[k] = (total[k] ?? 0) + v;
+    }
     log.info(
-      `${sig}: closing ${servers.length} shards; served ${total.received} datagrams (${total.dropped} dropped for a full queue, ` +
-        `${total.internalErrors} internal errors), ${total.commits} commits of ${(total.committedRequests / Math.max(1, total.commits)).toFixed(1)} requests on average`,
+      `${sig}: closed ${opts.shards.length} shards; served ${total.received ?? 0} datagrams (${total.dropped ?? 0} dropped for a full queue, ` +
+        `${total.internalErrors ?? 0} internal errors), ${total.commits ?? 0} commits of ${((total.committedRequests ?? 0) / Math.max(1, total.commits ?? 0)).toFixed(1)} requests on average`,
     );
-    // Batches run synchronously, so no transaction is open here.
-    shutdown(0);
+    process.exit(0);
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
 
   const advertiseHost = opts.advertiseHost ?? defaultAdvertiseHost(opts.bind);
   if (opts.shuckle) {
-    const shuckle = { url: opts.shuckle, secret };
-    void pollBlockServices(shuckle, servers, opts.pollMs, () => stopping);
-    void registerLoop(shuckle, servers, opts, advertiseHost, () => stopping);
+    const shuckle = secret ? { url: opts.shuckle, secret } : { url: opts.shuckle };
+    void pollBlockServices(shuckle, groups, opts.pollMs, () => stopping);
+    void registerLoop(shuckle, opts, advertiseHost, () => stopping);
   }
 
   announceReady('shard', {
     shards: opts.shards.length,
     first: opts.shards[0],
     last: opts.shards[opts.shards.length - 1],
+    threads: groups.length,
     bind: opts.bind,
     basePort: opts.basePort,
     advertiseHost,
@@ -230,25 +199,90 @@ export async function run(argv: string[]): Promise<number | void> {
   });
 }
 
+/** A group of shards on one thread: this one, or a worker. */
+interface Group {
+  apply(entries: BlockServiceEntry[]): Promise<void>;
+  stop(): Promise<Record<string, number>>;
+}
+
+async function startGroups(opts: Options): Promise<Group[]> {
+  const host = (shards: number[]) => ({ shards, dir: opts.dir, bind: opts.bind, basePort: opts.basePort, sync: opts.sync });
+  const threads = Math.min(opts.threads, opts.shards.length);
+  if (threads <= 1) {
+    const h = await hostShards(host(opts.shards), log);
+    return [
+      {
+        apply: async (entries) => h.applyBlockServices(entries),
+        stop: async () => {
+          const st = h.stats();
+          h.close();
+          return { ...st };
+        },
+      },
+    ];
+  }
+  // Shard s goes to thread s mod N, so that load spread over shards is spread over threads.
+  const parts: number[][] = Array.from({ length: threads }, () => []);
+  opts.shards.forEach((s, i) => parts[i % threads]!.push(s));
+  const groups = await Promise.all(
+    parts.map(
+      (shards) =>
+        new Promise<Group>((resolve, reject) => {
+          const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: host(shards) });
+          let seq = 0;
+          const acks = new Map<number, () => void>();
+          let onStopped: ((st: Record<string, number>) => void) | undefined;
+          w.on('message', (m: FromWorker) => {
+            if (m.type === 'ready') resolve(group);
+            else if (m.type === 'failed') reject(new Error(m.message));
+            else if (m.type === 'applied') acks.get(m.seq)?.();
+            else if (m.type === 'stopped') onStopped?.(m.stats);
+          });
+          w.on('error', (err) => {
+            // A shard thread that dies takes the process down: no half-alive shard set.
+            log.error(`shard thread for shards ${shards[0]}.. failed: ${err.stack ?? err.message}`);
+            process.exit(1);
+          });
+          const group: Group = {
+            apply: (entries) =>
+              new Promise<void>((res) => {
+                const n = ++seq;
+                acks.set(n, () => {
+                  acks.delete(n);
+                  res();
+                });
+                w.postMessage({ type: 'blockServices', entries, seq: n } satisfies ToWorker);
+              }),
+            stop: () =>
+              new Promise((res) => {
+                onStopped = res;
+                w.postMessage({ type: 'stop' } satisfies ToWorker);
+              }),
+          };
+        }),
+    ),
+  );
+  return groups;
+}
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
 /**
  * Block services from shuckle: at start (retrying with backoff until it answers, while requests
  * that need no block service are served), then every pollMs, more often while the list is empty.
  */
-async function pollBlockServices(shuckle: { url: string; secret?: string | undefined }, servers: ShardServer[], pollMs: number, stopped: () => boolean): Promise<void> {
+async function pollBlockServices(shuckle: ShuckleClientOptions, groups: Group[], pollMs: number, stopped: () => boolean): Promise<void> {
   let lastJson = '';
   let retryMs = SHUCKLE_RETRY_MIN_MS;
   let failures = 0;
   while (!stopped()) {
     let delayMs: number;
     try {
-      const entries: BlockServiceEntry[] = await fetchBlockServices(shuckle.secret ? { url: shuckle.url, secret: shuckle.secret } : { url: shuckle.url });
+      const entries: BlockServiceEntry[] = await fetchBlockServices(shuckle);
       const json = JSON.stringify(entries);
       if (json !== lastJson && !stopped()) {
-        for (const s of servers) s.store.registry.apply(entries);
-        const writable = servers[0]?.store.registry.writableCount() ?? 0;
-        log.info(`block services from ${shuckle.url}: ${entries.length} listed, ${writable} writable`);
+        await Promise.all(groups.map((g) => g.apply(entries)));
+        log.info(`block services from ${shuckle.url}: ${entries.length} listed, ${countWritable(entries)} writable`);
         lastJson = json;
       }
       if (failures > 0) log.info(`shuckle at ${shuckle.url} answers again`);
@@ -266,18 +300,12 @@ async function pollBlockServices(shuckle: { url: string; secret?: string | undef
   }
 }
 
-async function registerLoop(
-  shuckle: { url: string; secret?: string | undefined },
-  servers: ShardServer[],
-  opts: Options,
-  advertiseHost: string,
-  stopped: () => boolean,
-): Promise<void> {
-  const shards = servers.map((s) => ({ id: s.store.shard, ip: advertiseHost, port: s.address().port }));
+async function registerLoop(shuckle: ShuckleClientOptions, opts: Options, advertiseHost: string, stopped: () => boolean): Promise<void> {
+  const shards = opts.shards.map((id) => ({ id, ip: advertiseHost, port: opts.basePort + id }));
   let failures = 0;
   while (!stopped()) {
     try {
-      await registerShards(shuckle.secret ? { url: shuckle.url, secret: shuckle.secret } : { url: shuckle.url }, shards);
+      await registerShards(shuckle, shards);
       if (failures > 0) log.info(`registered ${shards.length} shards with shuckle again`);
       failures = 0;
     } catch (err) {

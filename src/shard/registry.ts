@@ -171,3 +171,13 @@ export class Registry {
 function isWritable(s: BlockService): boolean {
   return s.active && !s.terminal && !s.stale && s.key.length === KEY_BYTES && s.ipBytes !== undefined;
 }
+
+/** How many entries of a shuckle answer a shard could write to (for logs, before applying). */
+export function countWritable(entries: readonly BlockServiceEntry[]): number {
+  let n = 0;
+  for (const e of entries) {
+    if (!e || typeof e.ip !== 'string' || e.is_stale || e.is_terminal || e.status === 'terminal') continue;
+    if (parseKey(e.secret_key).length === KEY_BYTES && parseIpv4(e.ip) !== undefined) n++;
+  }
+  return n;
+}
