@@ -10,7 +10,8 @@ import { MUL_TABLE, decodePlan, parityMatrix, type RsCodec } from './rs.js';
 
 /** Bytes of each block processed per kernel call. */
 const CHUNK_BYTES = 32 * 1024;
-const VECTOR_BYTES = 16;
+/** The kernel's step: two 16-byte vectors. */
+const VECTOR_BYTES = 32;
 const TABLE_BYTES = 32; // low-nibble and high-nibble tables of one coefficient
 const MAX_BLOCKS = 30;
 const TABLES_BASE = 0;
@@ -58,12 +59,13 @@ const memarg = (offset: number) => [0x00, ...uleb(offset)];
  * matmul(nIn, nOut, nBytes, inBase, outBase, stride): for each output j < nOut and each 16-byte
  * lane k < nBytes: out_j[k] = XOR_i table(j·nIn + i)(in_i[k]), where in_i = inBase + i·stride,
  * out_j = outBase + j·stride and table t sits at 32·t (16 bytes c·x for x < 16, then c·(x<<4)).
- * nIn, nOut ≥ 1; nBytes a positive multiple of 16.
+ * nIn, nOut ≥ 1; nBytes a positive multiple of 32.
  */
 function buildModule(): Uint8Array {
-  // params 0..5: nIn, nOut, nBytes, inBase, outBase, stride; locals: j, k, i, inp, tab (i32); acc, v, mask (v128)
+  // params 0..5: nIn, nOut, nBytes, inBase, outBase, stride; locals: j, k, i, inp, tab (i32);
+  // acc, v, mask, acc2, v2, tlo, thi (v128). Two vectors per step: independent chains, tables loaded once.
   const [nIn, nOut, nBytes, inBase, outBase, stride] = [0, 1, 2, 3, 4, 5];
-  const [j, k, i, inp, tab, acc, v, mask] = [6, 7, 8, 9, 10, 11, 12, 13];
+  const [j, k, i, inp, tab, acc, v, mask, acc2, v2, tlo, thi] = [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
   const get = (x: number) => [LOCAL_GET, x];
   const set = (x: number) => [LOCAL_SET, x];
   const c32 = (x: number) => [I32_CONST, x]; // small non-negative constants < 64 only
@@ -74,28 +76,38 @@ function buildModule(): Uint8Array {
     ...c32(0), ...set(k),
     LOOP, VOID,
     ...V128_CONST, ...new Array(16).fill(0), ...set(acc),
+    ...V128_CONST, ...new Array(16).fill(0), ...set(acc2),
     ...get(inBase), ...get(k), I32_ADD, ...set(inp),
     ...get(j), ...get(nIn), I32_MUL, ...c32(5), I32_SHL, ...set(tab),
     ...c32(0), ...set(i),
     LOOP, VOID,
+    ...get(tab), ...V128_LOAD, ...memarg(0), ...set(tlo),
+    ...get(tab), ...V128_LOAD, ...memarg(16), ...set(thi),
     ...get(inp), ...V128_LOAD, ...memarg(0), ...set(v),
+    ...get(inp), ...V128_LOAD, ...memarg(16), ...set(v2),
     ...get(acc),
-    ...get(tab), ...V128_LOAD, ...memarg(0), ...get(v), ...get(mask), ...V128_AND, ...I8X16_SWIZZLE, ...V128_XOR,
-    ...get(tab), ...V128_LOAD, ...memarg(16), ...get(v), ...c32(4), ...I8X16_SHR_U, ...I8X16_SWIZZLE, ...V128_XOR,
+    ...get(tlo), ...get(v), ...get(mask), ...V128_AND, ...I8X16_SWIZZLE, ...V128_XOR,
+    ...get(thi), ...get(v), ...c32(4), ...I8X16_SHR_U, ...I8X16_SWIZZLE, ...V128_XOR,
     ...set(acc),
+    ...get(acc2),
+    ...get(tlo), ...get(v2), ...get(mask), ...V128_AND, ...I8X16_SWIZZLE, ...V128_XOR,
+    ...get(thi), ...get(v2), ...c32(4), ...I8X16_SHR_U, ...I8X16_SWIZZLE, ...V128_XOR,
+    ...set(acc2),
     ...get(inp), ...get(stride), I32_ADD, ...set(inp),
     ...get(tab), ...c32(32), I32_ADD, ...set(tab),
     ...get(i), ...c32(1), I32_ADD, LOCAL_TEE, i, ...get(nIn), I32_LT_U, BR_IF, 0,
     END,
     ...get(outBase), ...get(j), ...get(stride), I32_MUL, I32_ADD, ...get(k), I32_ADD,
-    ...get(acc), ...V128_STORE, ...memarg(0),
-    ...get(k), ...c32(16), I32_ADD, LOCAL_TEE, k, ...get(nBytes), I32_LT_U, BR_IF, 0,
+    ...set(inp),
+    ...get(inp), ...get(acc), ...V128_STORE, ...memarg(0),
+    ...get(inp), ...get(acc2), ...V128_STORE, ...memarg(16),
+    ...get(k), ...c32(32), I32_ADD, LOCAL_TEE, k, ...get(nBytes), I32_LT_U, BR_IF, 0,
     END,
     ...get(j), ...c32(1), I32_ADD, LOCAL_TEE, j, ...get(nOut), I32_LT_U, BR_IF, 0,
     END,
     END,
   ];
-  const locals = [2, 5, I32, 3, V128];
+  const locals = [2, 5, I32, 7, V128];
   const body = [...locals, ...code];
   const pages = Math.ceil(MEMORY_BYTES / PAGE_BYTES);
   return Uint8Array.from([
