@@ -353,6 +353,8 @@ describe('block service durability and process', () => {
       const id = freshId();
       const d = payload(10, 1);
       await assert.rejects(client.write({ ip: '127.0.0.1', port: base + 1 }, id, crc32c(d), d, blockWriteCertificate(keys[0]!, id, crcToBytes(crc32c(d)), 10)));
+      // SIGTERM is a clean exit.
+      assert.equal(await svc.kill('SIGTERM'), 0);
     } finally {
       client.close();
       await svc.kill();

@@ -6,7 +6,7 @@ import dgram from 'node:dgram';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { fetchBlockServices, fetchCdc, fetchShards, registerCdc, registerShards, type BlockServiceEntry } from '../src/client/shuckle.js';
+import { fetchBlockServices, fetchCdc, fetchShards, registerCdc, registerShards } from '../src/client/shuckle.js';
 import { encodeShuckleRegistration, ShuckleRegistration } from '../src/proto/blockwire.js';
 import { encode } from '../src/proto/bincode.js';
 import { waterFill } from '../src/shuckle/weights.js';
@@ -117,7 +117,7 @@ describe('shuckle with block services', () => {
       return l.length === 2 ? l : undefined;
     });
     const byPort = new Map(list.map((e) => [e.port, e]));
-    for (const [i, port] of bs.ports.entries()) {
+    for (const port of bs.ports) {
       const e = byPort.get(port)!;
       assert.ok(e, `port ${port} listed`);
       assert.equal(e.ip, '127.0.0.1');
@@ -132,7 +132,6 @@ describe('shuckle with block services', () => {
       assert.ok(Math.abs(e.write_weight - 0.5) < 0.01, `weight ${e.write_weight}`);
       assert.equal(typeof e.id, 'number');
       assert.ok(Math.abs(e.last_seen_ms! - Date.now()) < 60_000);
-      void i;
     }
     // With the secret, the keys are the services' secret.key files.
     const keyed = await fetchBlockServices({ url: sh.url, secret: SECRET });
@@ -311,7 +310,7 @@ describe('shuckle with block services', () => {
     assert.match(secret, /^[0-9a-f]{32}$/);
     assert.match(sh.svc.stderr(), /cluster\.secret/);
     await registerCdc({ url: sh.url, secret }, { ip: '10.0.0.3', port: 1 });
-    await sh.svc.kill();
+    assert.equal(await sh.svc.kill(), 0, 'SIGTERM is a clean exit');
     const sh2 = await startShuckle(dir, [], { http: sh.httpPort, udp: sh.udpPort }, { EGGSFS_CLUSTER_SECRET: '' });
     try {
       assert.equal(fs.readFileSync(path.join(dir, 'cluster.secret'), 'utf8').trim(), secret);
@@ -323,4 +322,3 @@ describe('shuckle with block services', () => {
   });
 });
 
-export type { BlockServiceEntry };
