@@ -171,3 +171,33 @@ test(`fuzz: ${DATAGRAMS} random and mutated datagrams, then correct answers and 
     db.close();
   }
 });
+
+test('a database error (locked by another writer) answers INTERNAL_ERROR, rolls back, and the shard keeps serving', async (t) => {
+  const fx = await startShards({ shards: '0-0', count: 1, blockServices: 1 });
+  t.after(() => fx.stop());
+  const f = await fx.req('CONSTRUCT_FILE', { type: 2 });
+  const db = new Database(path.join(fx.dir, 'shard_000.sqlite'));
+  db.exec('BEGIN IMMEDIATE'); // hold the write lock past the shard's busy timeout
+  let answer: unknown;
+  try {
+    const linking = fx.transport.shardRequest(
+      { host: '127.0.0.1', port: fx.basePort },
+      'LINK_FILE',
+      { fileId: f.id, cookie: f.cookie, ownerId: ROOT_DIR_INODE_ID, name: Buffer.from('locked-out') },
+      { timeoutMs: 15_000, attempts: 1 },
+    );
+    answer = await linking.then(
+      () => 'ok',
+      (e: Error & { code?: number }) => e.code,
+    );
+  } finally {
+    db.exec('ROLLBACK');
+    db.close();
+  }
+  assert.equal(answer, ErrorCode.INTERNAL_ERROR);
+  assert.match(fx.proc.stderr(), /locked|busy/i);
+  // Nothing of the failed request stayed; the same request now succeeds.
+  await fx.err('LOOKUP', { dirId: ROOT_DIR_INODE_ID, name: Buffer.from('locked-out') }, ErrorCode.NAME_NOT_FOUND);
+  await fx.req('LINK_FILE', { fileId: f.id, cookie: f.cookie, ownerId: ROOT_DIR_INODE_ID, name: Buffer.from('locked-out') });
+  assert.equal((await fx.req('LOOKUP', { dirId: ROOT_DIR_INODE_ID, name: Buffer.from('locked-out') })).targetId, f.id);
+});

@@ -36,7 +36,14 @@ export async function hostShards(opts: HostOptions, log: Logger): Promise<ShardH
     roundScheduled = false;
     const now = ready;
     ready = new Set();
-    for (const s of now) if (s.runBatch()) ready.add(s);
+    for (const s of now) {
+      try {
+        if (s.runBatch()) ready.add(s);
+      } catch (err) {
+        s.recover(err);
+        if (s.pending > 0) ready.add(s);
+      }
+    }
     if (ready.size > 0) scheduleRound();
   };
   const scheduleRound = () => {

@@ -130,24 +130,25 @@ export class ShardServer {
         continue;
       }
       const mutates = MUTATES[d.decl.kind]!;
-      if (mutates) {
-        if (!inTx) {
-          this.tx.begin.run();
-          inTx = true;
-        }
-        this.tx.savepoint.run();
-      }
       let resp: Buffer;
+      let savepointOpen = false;
       try {
+        if (mutates) {
+          if (!inTx) {
+            this.tx.begin.run();
+            inTx = true;
+          }
+          this.tx.savepoint.run();
+          savepointOpen = true;
+        }
         const body = this.store.execute(d.decl.kind, d.body);
         resp = encodeResponseFor(SHARD_PROTOCOL, d.decl, d.requestId, body);
         if (resp.length > UDP_MTU) throw new ShardFail(ErrorCode.INTERNAL_ERROR, `${d.decl.name} response of ${resp.length} bytes exceeds ${UDP_MTU}`);
-        if (mutates) this.tx.release.run();
-      } catch (err) {
         if (mutates) {
-          this.tx.rollbackTo.run();
           this.tx.release.run();
+          savepointOpen = false;
         }
+      } catch (err) {
         let code: number;
         if (err instanceof ShardFail) {
           code = err.code;
@@ -161,6 +162,21 @@ export class ShardServer {
           this.log.error(`shard ${this.store.shard}: ${d.decl.name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
         }
         resp = encodeErrorResponse(SHARD_PROTOCOL, d.requestId, code);
+        if (inTx) {
+          try {
+            // SQLite rolls a whole transaction back by itself on some errors (disk full, I/O).
+            if (!this.db.inTransaction) throw new Error('transaction was rolled back by SQLite');
+            if (savepointOpen) {
+              this.tx.rollbackTo.run();
+              this.tx.release.run();
+            }
+          } catch (txErr) {
+            // The transaction's state is unknown: abandon it, and with it the earlier successes of
+            // this batch, which must not be answered as successes.
+            this.abandonTransaction(`${d.decl.name}: ${(txErr as Error).message}`);
+            inTx = false;
+          }
+        }
       }
       // Answers of a transaction wait for its COMMIT: later reads in the batch may have seen its writes.
       if (inTx) outbox.push({ buf: resp, address: it.address, port: it.port });
@@ -172,18 +188,30 @@ export class ShardServer {
         this.stats.commits++;
         this.stats.committedRequests += outbox.length;
       } catch (err) {
-        this.log.error(`shard ${this.store.shard}: COMMIT of ${outbox.length} requests failed: ${(err as Error).message}`);
-        if (this.db.inTransaction) this.tx.rollback.run();
-        this.stats.internalErrors += outbox.length;
-        for (const o of outbox) {
-          const id = o.buf.readBigUInt64LE(4);
-          o.buf = encodeErrorResponse(SHARD_PROTOCOL, id, ErrorCode.INTERNAL_ERROR);
-        }
+        this.abandonTransaction(`COMMIT: ${(err as Error).message}`);
       }
       for (const o of outbox) this.send(o.buf, o);
       outbox.length = 0;
     }
     return this.queue.length > 0;
+  }
+
+  /** After an exception escaped runBatch (a bug): drop the open transaction, keep serving. */
+  recover(err: unknown): void {
+    this.abandonTransaction(`unexpected: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  }
+
+  /** Roll the batch's transaction back and answer its requests so far with INTERNAL_ERROR. */
+  private abandonTransaction(why: string): void {
+    this.log.error(`shard ${this.store.shard}: transaction of ${this.outbox.length} requests abandoned: ${why}`);
+    try {
+      if (this.db.inTransaction) this.tx.rollback.run();
+    } catch (err) {
+      this.log.error(`shard ${this.store.shard}: ROLLBACK failed: ${(err as Error).message}`);
+    }
+    this.stats.internalErrors += this.outbox.length;
+    for (const o of this.outbox) this.send(encodeErrorResponse(SHARD_PROTOCOL, o.buf.readBigUInt64LE(4), ErrorCode.INTERNAL_ERROR), o);
+    this.outbox.length = 0;
   }
 
   private send(buf: Buffer, to: { address: string; port: number }): void {
