@@ -362,6 +362,29 @@ describe('block service durability and process', () => {
     }
   });
 
+  test('a tiny process-wide buffer budget slows concurrent writers but never stalls them', async () => {
+    const tmp = tempDir('blocks-budget');
+    const bs = await startBlocks(path.join(tmp.path, 'd'), undefined, ['--max-buffer-bytes', '65536']);
+    const client = new BlockClient();
+    try {
+      const blocks = Array.from({ length: 8 }, (_, i) => ({ id: freshId(), data: payload((3 << 20) + i, i) }));
+      // A connection that stops mid-block holds what it sent; the others must still get through.
+      const stalled = net.connect(bs.port, '127.0.0.1');
+      stalled.on('error', () => {});
+      const sid = freshId();
+      const sdata = payload(1 << 20, 99);
+      stalled.write(Buffer.concat([writeHeader(bs.key, sid, sdata), sdata.subarray(0, 300_000)]));
+      await Promise.all(blocks.map((b) => client.write(bs.addr, b.id, crc32c(b.data), b.data, blockWriteCertificate(bs.key, b.id, crcToBytes(crc32c(b.data)), b.data.length))));
+      for (const b of blocks) assert.deepEqual(await client.fetch(bs.addr, b.id), b.data);
+      stalled.destroy();
+      await assert.rejects(client.fetch(bs.addr, sid), BlockServiceError);
+    } finally {
+      client.close();
+      await bs.svc.kill();
+      tmp.remove();
+    }
+  });
+
   test('bad options are usage errors', async () => {
     const svc = startEggsfs(['blocks', '--storage-class', '1', '--dir', '/nonexistent-x']);
     assert.equal(await svc.exited(), 2);

@@ -7,6 +7,7 @@ import { BLOCK_BASE_PORT, DEFAULT_STORAGE_CLASS, SHUCKLE_UDP_PORT } from '../pro
 import { parseHostPort, parseIntArg, UsageError } from '../util/args.js';
 import { announceReady, logger } from '../util/log.js';
 import { BlockServer, DEFAULT_LIMITS, type BlockServerLimits } from './server.js';
+import { ByteBudget } from '../util/exact-reader.js';
 import { BlockStore } from './store.js';
 
 
@@ -24,6 +25,7 @@ const USAGE = `usage: eggsfs blocks --dir D1 [--dir D2 ...] [options]
   --max-block-bytes N     largest block accepted (default ${DEFAULT_LIMITS.maxBlockBytes})
   --max-connections N     per service (default ${DEFAULT_LIMITS.maxConnections})
   --idle-timeout-ms N     drop a connection silent this long (default ${DEFAULT_LIMITS.idleTimeoutMs})
+  --max-buffer-bytes N    bytes received but not yet on disk, over the whole process (default ${DEFAULT_LIMITS.processBufferBytes})
 `;
 
 interface Options {
@@ -88,6 +90,9 @@ function parse(argv: string[]): Options | null {
       case '--max-connections':
         o.limits.maxConnections = parseIntArg('max-connections', v(), 1, 65536);
         break;
+      case '--max-buffer-bytes':
+        o.limits.processBufferBytes = parseIntArg('max-buffer-bytes', v(), 1 << 16, 2 ** 40);
+        break;
       case '--idle-timeout-ms':
         o.limits.idleTimeoutMs = parseIntArg('idle-timeout-ms', v(), 1, 3_600_000);
         break;
@@ -116,12 +121,13 @@ export async function run(argv: string[]): Promise<number | void> {
     await Promise.all(servers.map((s) => s.close().catch(() => {})));
     await Promise.all(stores.map((s) => s.close()));
   };
+  const budget = new ByteBudget(opts.limits.processBufferBytes);
   try {
     for (let i = 0; i < opts.dirs.length; i++) {
       const dir = opts.dirs[i]!;
       const store = await BlockStore.open(dir, log);
       stores.push(store);
-      const server = new BlockServer(store, opts.limits, log);
+      const server = new BlockServer(store, opts.limits, log, budget);
       const wanted = opts.port ?? opts.basePort + i;
       let port: number;
       try {

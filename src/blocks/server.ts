@@ -8,7 +8,7 @@ import { decode } from '../proto/bincode.js';
 import { blockEraseCertificate, blockEraseProof, blockWriteProof, cbcMac, macEquals } from '../proto/crypto.js';
 import { crc32c, crcFromBytes, crcToBytes } from '../proto/crc32c.js';
 import { eggsNow } from '../proto/time.js';
-import { ExactReader, writeWithDrain } from '../util/exact-reader.js';
+import { ByteBudget, ExactReader, writeWithDrain } from '../util/exact-reader.js';
 import type { Logger } from '../util/log.js';
 import type { BlockStore } from './store.js';
 
@@ -19,6 +19,8 @@ export interface BlockServerLimits {
   maxConnections: number;
   /** Bytes a connection may have received but not yet written to disk (then it is paused). */
   connectionBufferBytes: number;
+  /** The same, summed over every connection of every service in the process. */
+  processBufferBytes: number;
   /** A connection waiting this long for a client's bytes (or for it to read ours) is closed. */
   idleTimeoutMs: number;
 }
@@ -27,6 +29,7 @@ export const DEFAULT_LIMITS: BlockServerLimits = {
   maxBlockBytes: MAX_BLOCK_BYTES,
   maxConnections: 256,
   connectionBufferBytes: 8 << 20,
+  processBufferBytes: 256 << 20,
   idleTimeoutMs: 30_000,
 };
 
@@ -54,6 +57,8 @@ export class BlockServer {
     private readonly store: BlockStore,
     private readonly limits: BlockServerLimits,
     private readonly log: Logger,
+    /** Shared by every service of the process; bounds the bytes received but not yet on disk. */
+    private readonly budget: ByteBudget = new ByteBudget(limits.processBufferBytes),
   ) {
     if (!(limits.maxBlockBytes >= 0 && limits.maxBlockBytes <= MAX_BLOCK_BYTES)) throw new RangeError(`maxBlockBytes must be within 0..${MAX_BLOCK_BYTES}`);
     this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => this.accept(s));
@@ -83,7 +88,7 @@ export class BlockServer {
     this.sockets.add(socket);
     socket.on('close', () => this.sockets.delete(socket));
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-    const reader = new ExactReader(socket, { highWaterBytes: this.limits.connectionBufferBytes, idleTimeoutMs: this.limits.idleTimeoutMs });
+    const reader = new ExactReader(socket, { highWaterBytes: this.limits.connectionBufferBytes, idleTimeoutMs: this.limits.idleTimeoutMs, budget: this.budget });
     this.session(socket, reader).catch((err: Error) => {
       const level = err instanceof Refusal ? 'warn' : 'info';
       this.log[level](`${this.store.dir}: closing connection from ${peer}: ${err.message}`);

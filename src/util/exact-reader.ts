@@ -11,11 +11,50 @@ export class ReadTimeoutError extends Error {
   override readonly name = 'ReadTimeoutError';
 }
 
+/**
+ * Bytes received but not yet consumed, summed over many readers (e.g. every connection of a
+ * process): readers pause their sockets while the total is at the limit.
+ */
+export class ByteBudget {
+  private usedBytes = 0;
+  private readonly waiters = new Set<() => void>();
+  constructor(readonly limitBytes: number) {
+    if (!(limitBytes > 0)) throw new RangeError('byte budget must be positive');
+  }
+  get used(): number {
+    return this.usedBytes;
+  }
+  get exhausted(): boolean {
+    return this.usedBytes >= this.limitBytes;
+  }
+  take(n: number): void {
+    this.usedBytes += n;
+  }
+  give(n: number): void {
+    this.usedBytes -= n;
+    if (this.usedBytes < 0) throw new Error('byte budget released more than it held');
+    if (this.usedBytes < this.limitBytes && this.waiters.size > 0) {
+      const ws = [...this.waiters];
+      this.waiters.clear();
+      for (const w of ws) w();
+    }
+  }
+  /** Calls `cb` once the budget has room again. */
+  whenFree(cb: () => void): void {
+    this.waiters.add(cb);
+  }
+  forget(cb: () => void): void {
+    this.waiters.delete(cb);
+  }
+}
+
 export interface ExactReaderOptions {
   /** Buffered-but-unconsumed bytes above which the socket is paused (backpressure). */
   highWaterBytes: number;
   /** A wait for bytes longer than this fails with ReadTimeoutError. */
   idleTimeoutMs: number;
+  /** Shared bound on buffered bytes across readers. */
+  budget?: ByteBudget;
 }
 
 export class ExactReader {
@@ -26,18 +65,27 @@ export class ExactReader {
   private failure: Error | null = null;
   private paused = false;
   private wake: (() => void) | null = null;
+  /** Bytes of ours counted in the shared budget (all released when the socket closes). */
+  private budgetHeld = 0;
+  private readonly onBudgetFree = () => this.maybeResume();
 
   constructor(
     private readonly socket: Socket,
     private readonly opts: ExactReaderOptions,
   ) {
     if (!(opts.highWaterBytes > 0 && opts.idleTimeoutMs > 0)) throw new RangeError('ExactReader: limits must be positive');
+    const budget = opts.budget;
     socket.on('data', (chunk: Buffer) => {
       this.queue.push(chunk);
       this.bufferedBytes += chunk.length;
-      if (this.bufferedBytes >= this.opts.highWaterBytes && !this.paused) {
+      if (budget && !this.ended) {
+        budget.take(chunk.length);
+        this.budgetHeld += chunk.length;
+      }
+      if (!this.paused && (this.bufferedBytes >= this.opts.highWaterBytes || budget?.exhausted)) {
         this.paused = true;
         socket.pause();
+        if (budget?.exhausted) budget.whenFree(this.onBudgetFree);
       }
       this.notify();
     });
@@ -51,6 +99,12 @@ export class ExactReader {
     });
     socket.on('close', () => {
       this.ended = true;
+      if (budget) {
+        budget.forget(this.onBudgetFree);
+        const held = this.budgetHeld;
+        this.budgetHeld = 0;
+        budget.give(held);
+      }
       this.notify();
     });
   }
@@ -101,11 +155,25 @@ export class ExactReader {
       this.queue[this.head] = first.subarray(n);
     }
     this.bufferedBytes -= piece.length;
-    if (this.paused && this.bufferedBytes < this.opts.highWaterBytes) {
-      this.paused = false;
-      this.socket.resume();
+    const budget = this.opts.budget;
+    if (budget && this.budgetHeld > 0) {
+      const n = Math.min(piece.length, this.budgetHeld);
+      this.budgetHeld -= n;
+      budget.give(n);
     }
+    this.maybeResume();
     return piece;
+  }
+
+  private maybeResume(): void {
+    if (!this.paused || this.ended || this.bufferedBytes >= this.opts.highWaterBytes) return;
+    const budget = this.opts.budget;
+    if (budget?.exhausted) {
+      budget.whenFree(this.onBudgetFree);
+      return;
+    }
+    this.paused = false;
+    this.socket.resume();
   }
 
   private checkLive(gotBytes: number, wantBytes: number): void {
