@@ -121,6 +121,7 @@ export class ShardServer {
     this.queue = items === this.queue ? [] : this.queue.slice(MAX_BATCH_REQUESTS);
     this.stats.batches++;
     let inTx = false;
+    let wrote = false;
     const outbox = this.outbox;
     for (const it of items) {
       const d = decodeRequest(SHARD_PROTOCOL, it.buf);
@@ -133,11 +134,14 @@ export class ShardServer {
       let resp: Buffer;
       let savepointOpen = false;
       try {
+        // Reads run in the batch transaction too: one WAL snapshot per batch instead of one
+        // implicit transaction per statement (about 2 µs each).
+        if (!inTx) {
+          this.tx.begin.run();
+          inTx = true;
+        }
         if (mutates) {
-          if (!inTx) {
-            this.tx.begin.run();
-            inTx = true;
-          }
+          wrote = true;
           this.tx.savepoint.run();
           savepointOpen = true;
         }
@@ -178,15 +182,17 @@ export class ShardServer {
           }
         }
       }
-      // Answers of a transaction wait for its COMMIT: later reads in the batch may have seen its writes.
+      // Answers of a transaction wait for its COMMIT: reads in the batch may have seen its writes.
       if (inTx) outbox.push({ buf: resp, address: it.address, port: it.port });
       else this.send(resp, it);
     }
     if (inTx) {
       try {
         this.tx.commit.run();
-        this.stats.commits++;
-        this.stats.committedRequests += outbox.length;
+        if (wrote) {
+          this.stats.commits++;
+          this.stats.committedRequests += outbox.length;
+        }
       } catch (err) {
         this.abandonTransaction(`COMMIT: ${(err as Error).message}`);
       }

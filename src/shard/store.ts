@@ -179,6 +179,7 @@ export class ShardStore {
       linkFile: p('UPDATE files SET transient = 0, mtime = ?, deadline = NULL, last_span_state = NULL WHERE id = ?'),
       makeTransientAgain: p(`UPDATE files SET transient = 1, deadline = 0, last_span_state = ${SPAN_CLEAN} WHERE id = ?`),
       currentEdge: p('SELECT name_hash, name, creation_time, current, target_id, owned, locked FROM edges WHERE dir_id = ? AND name_hash = ? AND name = ? AND current = 1'),
+      lookup: p('SELECT target_id, creation_time FROM edges WHERE dir_id = ? AND name_hash = ? AND name = ? AND current = 1').raw(true),
       edgesCurrentOrNewer: p(
         'SELECT name_hash, name, creation_time, current, target_id, owned, locked FROM edges WHERE dir_id = ? AND name_hash = ? AND name = ? AND (current = 1 OR creation_time >= ?)',
       ),
@@ -192,7 +193,7 @@ export class ShardStore {
       readDir: p(`SELECT target_id, name_hash, name, max(creation_time) AS creation_time FROM edges
         WHERE dir_id = @dir AND name_hash >= @hash AND creation_time <= @asOf
         GROUP BY name_hash, name HAVING target_id <> 0
-        ORDER BY name_hash, name LIMIT ${READ_DIR_FETCH}`),
+        ORDER BY name_hash, name LIMIT ${READ_DIR_FETCH}`).raw(true),
       fullReadDir: p(`SELECT target_id, name_hash, name, creation_time, current, owned FROM edges
         WHERE dir_id = @dir AND (name_hash > @hash OR (name_hash = @hash AND (name > @name OR (name = @name AND creation_time >= @time))))
         ORDER BY name_hash, name, creation_time LIMIT ${FULL_READ_DIR_FETCH}`),
@@ -337,8 +338,8 @@ export class ShardStore {
 
   private lookup(r: ShardReq<'LOOKUP'>): ShardResp<'LOOKUP'> {
     if (storable(r.dirId)) {
-      const e = this.st.currentEdge.get(r.dirId, nameHash(r.name), r.name) as EdgeRow | undefined;
-      if (e) return { targetId: e.target_id, creationTime: e.creation_time };
+      const e = this.st.lookup.get(r.dirId, nameHash(r.name), r.name) as [bigint, bigint] | undefined;
+      if (e) return { targetId: e[0], creationTime: e[1] };
     }
     this.getDirectory(r.dirId);
     fail(ErrorCode.NAME_NOT_FOUND);
@@ -355,25 +356,29 @@ export class ShardStore {
   }
 
   private readDir(r: ShardReq<'READ_DIR'>): ShardResp<'READ_DIR'> {
-    this.getDirectory(r.dirId);
     const asOf = r.asOfTime & MAX_I63;
-    const startHash = r.startHash > MAX_I63 ? undefined : r.startHash;
-    if (startHash === undefined) return { nextHash: 0n, results: [] };
-    const rows = this.st.readDir.all({ dir: r.dirId, hash: startHash, asOf }) as { target_id: bigint; name_hash: bigint; name: Buffer; creation_time: bigint }[];
+    if (r.startHash > MAX_I63 || !storable(r.dirId)) {
+      this.getDirectory(r.dirId);
+      return { nextHash: 0n, results: [] };
+    }
+    // Raw rows (arrays): [target_id, name_hash, name, creation_time]; READ_DIR is the hottest listing.
+    const rows = this.st.readDir.all({ dir: r.dirId, hash: r.startHash, asOf }) as [bigint, bigint, Buffer, bigint][];
+    // Edges exist only in existing directories (foreign key): only an empty answer needs the check.
+    if (rows.length === 0) this.getDirectory(r.dirId);
     const results: EdgeT[] = [];
     let used = HEADER_BYTES + 10;
     let nextHash = 0n;
-    for (const row of rows) {
-      const size = EDGE_MIN_BYTES + row.name.length;
+    for (const [targetId, hash, name, creationTime] of rows) {
+      const size = EDGE_MIN_BYTES + name.length;
       if (used + size > UDP_MTU) {
-        nextHash = row.name_hash;
+        nextHash = hash;
         // Never split a hash bucket across pages.
         while (results.length > 0 && results[results.length - 1]!.nameHash === nextHash) results.pop();
         if (results.length === 0) fail(ErrorCode.INTERNAL_ERROR, `a page of directory entries all share hash ${nextHash}`);
         break;
       }
       used += size;
-      results.push({ targetId: row.target_id, nameHash: row.name_hash, name: row.name, creationTime: row.creation_time });
+      results.push({ targetId, nameHash: hash, name, creationTime });
     }
     return { nextHash, results };
   }
