@@ -204,6 +204,47 @@ describe('block service', () => {
     await client.write(bs.addr, ok, crc32c(data), data, blockWriteCertificate(bs.key, ok, crcToBytes(crc32c(data)), data.length));
   });
 
+  test('clients vanishing mid-write and mid-fetch of large blocks leave nothing behind and the service up', async () => {
+    const before = storedFiles(bs.dir);
+    const id = freshId();
+    const data = payload(6 << 20, 8);
+    for (let i = 0; i < 3; i++) {
+      await new Promise<void>((resolve) => {
+        const s = net.connect(bs.port, '127.0.0.1', () => {
+          s.write(writeHeader(bs.key, id, data));
+          s.write(data.subarray(0, (3 << 20) + i * 100_000), () => setTimeout(() => (s.destroy(), resolve()), 50));
+        });
+        s.on('error', () => {});
+      });
+    }
+    // The unfinished temp files are removed, nothing is published.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(storedFiles(bs.dir), before);
+    // Mid-fetch: store a large block, then read a little of it and hang up.
+    await client.write(bs.addr, id, crc32c(data), data, blockWriteCertificate(bs.key, id, crcToBytes(crc32c(data)), data.length));
+    for (let i = 0; i < 3; i++) {
+      await new Promise<void>((resolve) => {
+        const s = net.connect(bs.port, '127.0.0.1', () => {
+          const req = Buffer.alloc(9);
+          req[0] = 0x66;
+          req.writeBigUInt64LE(id, 1);
+          s.write(req);
+        });
+        let got = 0;
+        s.on('data', (d) => {
+          got += d.length;
+          if (got > 100_000) {
+            s.destroy();
+            resolve();
+          }
+        });
+        s.on('error', () => {});
+      });
+    }
+    assert.equal(bs.svc.proc.exitCode, null, 'service still running');
+    assert.deepEqual(await client.fetch(bs.addr, id), data);
+  });
+
   test('huge declared size is refused before any data is read', async () => {
     const id = freshId();
     const h = writeHeader(bs.key, id, Buffer.alloc(0), { size: 0xffffffff, crc: 0 });

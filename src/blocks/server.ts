@@ -39,6 +39,10 @@ const WRITE_BATCH_BYTES = 1 << 20;
 const READ_CHUNK_BYTES = 1 << 20;
 /** Fetch keeps up to this much queued on the socket so the network never waits for the disk. */
 const FETCH_SOCKET_QUEUE_BYTES = 4 << 20;
+/** Reads a fetch keeps queued ahead of the network. */
+const FETCH_READ_AHEAD_CHUNKS = 4;
+/** During a write, ask the disk to start writing back every this many bytes (see write()). */
+const EARLY_SYNC_BYTES = 8 << 20;
 
 class Refusal extends Error {
   override readonly name = 'Refusal';
@@ -155,27 +159,33 @@ export class BlockServer {
         return;
       }
       const pending = await this.store.beginWrite(req.blockId);
+      let inFlight: Promise<void> | null = null;
       try {
         let crc = 0;
         let batch: Buffer[] = [];
         let batchBytes = 0;
-        let inFlight: Promise<void> | null = null;
         for await (const chunk of reader.chunks(req.size)) {
           crc = crc32c(chunk, crc);
           batch.push(chunk);
           batchBytes += chunk.length;
           if (batchBytes >= WRITE_BATCH_BYTES) {
             if (inFlight) await inFlight;
+            // Start writing back what is already in the page cache while more arrives, so the
+            // final fsync of a large block has little left to do.
+            pending.startWriteback(EARLY_SYNC_BYTES);
             inFlight = pending.append(batch);
             batch = [];
             batchBytes = 0;
           }
         }
         if (inFlight) await inFlight;
+        inFlight = null;
         if (batchBytes > 0) await pending.append(batch);
         if (crc !== wantCrc) throw new Refusal(`write ${id}: data CRC ${crc.toString(16)} does not match the header's ${wantCrc.toString(16)}`);
         await pending.commit({ sizeBytes: req.size, crc });
       } catch (err) {
+        // Never close the file under a write still in flight.
+        if (inFlight) await (inFlight as Promise<void>).catch(() => {});
         await pending.abort();
         throw err;
       }
@@ -223,16 +233,31 @@ export class BlockServer {
         }
         return buf;
       };
-      let next: Promise<Buffer> | null = size > 0 ? readAt(0) : null;
-      while (next) {
-        const cur = await next;
-        pos += cur.length;
-        next = pos < size ? readAt(pos) : null;
-        crc = crc32c(cur, crc);
-        if (!next && rec && crc !== rec.crc) {
-          throw new Refusal(`fetch ${id}: corrupted: CRC ${crc.toString(16)} on disk, ${rec.crc.toString(16)} written`);
+      // Up to FETCH_READ_AHEAD_CHUNKS reads in flight, so the disk always has work queued.
+      const inFlight: Promise<Buffer>[] = [];
+      let issued = 0;
+      const refill = () => {
+        while (inFlight.length < FETCH_READ_AHEAD_CHUNKS && issued < size) {
+          const p = readAt(issued);
+          p.catch(() => {}); // awaited below, or settled before the file is closed
+          inFlight.push(p);
+          issued += Math.min(READ_CHUNK_BYTES, size - issued);
         }
-        await writeWithDrain(socket, cur, this.limits.idleTimeoutMs, FETCH_SOCKET_QUEUE_BYTES);
+      };
+      try {
+        refill();
+        while (inFlight.length > 0) {
+          const cur = await inFlight.shift()!;
+          pos += cur.length;
+          refill();
+          crc = crc32c(cur, crc);
+          if (pos === size && rec && crc !== rec.crc) {
+            throw new Refusal(`fetch ${id}: corrupted: CRC ${crc.toString(16)} on disk, ${rec.crc.toString(16)} written`);
+          }
+          await writeWithDrain(socket, cur, this.limits.idleTimeoutMs, FETCH_SOCKET_QUEUE_BYTES);
+        }
+      } finally {
+        await Promise.allSettled(inFlight);
       }
       if (size === 0 && rec && rec.crc !== 0) throw new Refusal(`fetch ${id}: corrupted: empty on disk`);
     } finally {

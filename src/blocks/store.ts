@@ -122,6 +122,8 @@ function parseCrcLog(buf: Buffer, into: Map<bigint, BlockInfo>): number {
 /** A block being received: bytes go to a temp file, which becomes the block on commit. */
 export class PendingBlock {
   private position = 0;
+  private writtenBack = 0;
+  private writeback: Promise<void> | null = null;
   constructor(
     private readonly store: BlockStore,
     readonly blockId: bigint,
@@ -147,9 +149,34 @@ export class PendingBlock {
     return this.position;
   }
 
+  /**
+   * Starts an fdatasync of what is written so far when at least `everyBytes` are not yet synced
+   * and none is running. It overlaps the disk's writeback with receiving the rest of the block.
+   */
+  startWriteback(everyBytes: number): void {
+    if (this.writeback || this.position - this.writtenBack < everyBytes) return;
+    const at = this.position;
+    const p = this.fh.datasync().then(() => {
+      this.writtenBack = at;
+    });
+    this.writeback = p;
+    // A failure here shows up again in the final fsync.
+    void p
+      .catch(() => {})
+      .finally(() => {
+        if (this.writeback === p) this.writeback = null;
+      });
+  }
+
+  private async settleWriteback(): Promise<void> {
+    if (this.writeback) await this.writeback.catch(() => {});
+    this.writeback = null;
+  }
+
   /** fsync the data, record the CRC, rename into place, fsync the directory. */
   async commit(info: BlockInfo): Promise<void> {
     if (info.sizeBytes !== this.position) throw new StoreError(`${this.tmpPath}: committing ${info.sizeBytes} bytes but wrote ${this.position}`);
+    await this.settleWriteback();
     // The data and its CRC record are synced in parallel; both are durable before the rename.
     const synced = this.fh.sync();
     const recorded = this.store.record(this.blockId, info);
@@ -160,6 +187,7 @@ export class PendingBlock {
   }
 
   async abort(): Promise<void> {
+    await this.settleWriteback();
     await this.fh.close().catch(() => {});
     await fsp.unlink(this.tmpPath).catch(() => {});
   }
