@@ -54,6 +54,30 @@ const usable = (flags: number) => (flags & (BLOCK_FLAG_STALE | BLOCK_FLAG_TERMIN
 export const BLOCK_HEDGE_MS = 1_000;
 /** Degraded reads are logged, at most one line per this interval (with a count of the others). */
 const DEGRADED_LOG_INTERVAL_MS = 2_000;
+/** A service whose fetch failed or was hedged around is tried last for this long. */
+const SUSPECT_MS = 10_000;
+/** Bound on remembered suspects (addresses), so a long-lived client's map cannot grow without end. */
+const MAX_SUSPECTS = 1024;
+/** "ip:port" → until when (ms) the service is tried last: later spans go straight to spares. */
+const suspects = new Map<string, number>();
+
+function serviceKey(b: FetchedSpanT['bodyBlocks'][number]): string {
+  return `${b.ip[0]}.${b.ip[1]}.${b.ip[2]}.${b.ip[3]}:${b.port}`;
+}
+
+function suspect(b: FetchedSpanT['bodyBlocks'][number]): void {
+  if (suspects.size >= MAX_SUSPECTS) suspects.clear();
+  suspects.set(serviceKey(b), Date.now() + SUSPECT_MS);
+}
+
+function isSuspect(b: FetchedSpanT['bodyBlocks'][number]): boolean {
+  const until = suspects.get(serviceKey(b));
+  if (until === undefined) return false;
+  if (until > Date.now()) return true;
+  suspects.delete(serviceKey(b));
+  return false;
+}
+
 const log = logger('client');
 let degradedLast = 0;
 let degradedQuiet = 0;
@@ -88,13 +112,15 @@ export async function blockSpanData(core: ClientCore, span: Span, fileId?: bigin
   const blocks = s.bodyBlocks;
   if (d === 0 || blocks.length < d) throw new EggsError(ErrorCode.MALFORMED_RESPONSE, `${describeSpan(fileId, span)} has ${blocks.length} blocks`);
   const total = blocks.length;
-  // Usable services first (flagged stale or terminal last), and within each, data before parity.
-  const rank = (i: number) => (usable(blocks[i]!.flags) ? 0 : 2) + (i < d ? 0 : 1);
+  // Healthy services first (flagged stale or terminal, or recently failed or slow for this client,
+  // last), and within each, data before parity.
+  const rank = (i: number) => (usable(blocks[i]!.flags) && !isSuspect(blocks[i]!) ? 0 : 2) + (i < d ? 0 : 1);
   const candidates = [...blocks.keys()].sort((a, b) => rank(a) - rank(b) || a - b);
   const got: (Buffer | undefined)[] = new Array(total).fill(undefined);
   const errors: string[] = [];
   let good = 0;
   let inflight = 0;
+  const outstanding = new Set<number>();
   await new Promise<void>((resolve) => {
     let done = false;
     let hedge: NodeJS.Timeout | undefined;
@@ -108,6 +134,7 @@ export async function blockSpanData(core: ClientCore, span: Span, fileId?: bigin
       const i = candidates.shift();
       if (i === undefined) return false;
       inflight++;
+      outstanding.add(i);
       const b = blocks[i]!;
       fetchChecked(core, b).then(
         (buf) => {
@@ -115,11 +142,13 @@ export async function blockSpanData(core: ClientCore, span: Span, fileId?: bigin
           good++;
         },
         (err: Error) => {
-          errors.push(`block ${i} on ${b.ip[0]}.${b.ip[1]}.${b.ip[2]}.${b.ip[3]}:${b.port}: ${err.message}`);
+          suspect(b);
+          errors.push(`block ${i} on ${serviceKey(b)}: ${err.message}`);
           if (!done) startNext();
         },
       ).finally(() => {
         inflight--;
+        outstanding.delete(i);
         if (good >= d || (inflight === 0 && candidates.length === 0)) finish();
       });
       return true;
@@ -127,7 +156,9 @@ export async function blockSpanData(core: ClientCore, span: Span, fileId?: bigin
     for (let k = 0; k < d; k++) startNext();
     if (inflight === 0) finish();
     hedge = setInterval(() => {
-      if (!done && !startNext()) clearInterval(hedge);
+      if (done) return;
+      for (const i of outstanding) suspect(blocks[i]!); // slow: later spans start elsewhere
+      if (!startNext()) clearInterval(hedge);
     }, BLOCK_HEDGE_MS);
   });
   if (good < d) {
