@@ -2,7 +2,7 @@
 // LINK_FILE) with many requests in flight, against one shard and spread over all 256, and in the
 // same run a bare Node UDP echo server (the transport's ceiling) driven by the same load generator.
 //
-//   node dist/bench/shard.js [--seconds 2] [--in-flight 2048] [--clients 1] [--sync normal|full|both] [--threads N] [--only lookup,stat,readdir,create]
+//   node dist/bench/shard.js [--seconds 1] [--repeats 3] [--in-flight 2048] [--clients 1] [--sync normal|full|both] [--threads N] [--only lookup,stat,readdir,create]
 //
 // The load generator runs in separate processes (this file with --client), so that the shard
 // process has a core to itself on this 2-core machine.
@@ -198,7 +198,8 @@ async function runClients(job: Omit<ClientJob, 'clientIndex'>, clients: number):
 }
 
 async function main(): Promise<void> {
-  const seconds = Number(arg('seconds', '2'));
+  const seconds = Number(arg('seconds', '1'));
+  const repeats = Number(arg('repeats', '3'));
   const inFlight = Number(arg('in-flight', '2048'));
   const clients = Number(arg('clients', '1'));
   const threads = Number(arg('threads', '1'));
@@ -251,8 +252,16 @@ async function main(): Promise<void> {
       for (const scenario of scenarios) {
         for (const spread of [1, SHARDS]) {
           const shards = Array.from({ length: spread }, (_, i) => i);
-          const echoRate = await measureEcho();
-          const r = await runClients({ ...base, scenario, basePort, shards, dirs: hex.slice(0, spread) }, clients);
+          // Alternate short echo and scenario windows and keep the best of each: other load on
+          // the machine only ever lowers a rate, so the maxima are the least disturbed figures.
+          let echoRate = 0;
+          const r = { rate: 0, errors: 0 };
+          for (let rep = 0; rep < repeats; rep++) {
+            echoRate = Math.max(echoRate, await measureEcho());
+            const x = await runClients({ ...base, scenario, basePort, shards, dirs: hex.slice(0, spread) }, clients);
+            r.rate = Math.max(r.rate, x.rate);
+            r.errors += x.errors;
+          }
           const what = scenario === 'create' ? `file creations (CONSTRUCT_FILE+LINK_FILE), sync=${sync}` : `${scenario.toUpperCase()}`;
           const ratio = scenario === 'create' ? (2 * r.rate) / echoRate : r.rate / echoRate;
           rows.push([what, spread === 1 ? '1 shard' : `${SHARDS} shards`, fmt(r.rate), fmt(echoRate), `${(ratio * 100).toFixed(0)}%${scenario === 'create' ? ' (2 requests each)' : ''}`, String(r.errors)]);
@@ -267,7 +276,8 @@ async function main(): Promise<void> {
   }
   echo.kill('SIGTERM');
   console.log(`\necho ceiling over the run: min ${fmt(Math.min(...echoRates))}, max ${fmt(Math.max(...echoRates))} req/s`);
-  console.log(`\n| operation | target | per second | echo ceiling just before | ratio | errors |\n|---|---|---|---|---|---|`);
+  console.log(`\n(best of ${repeats} alternating ${seconds}-s windows per row; ${inFlight} requests in flight)`);
+  console.log(`\n| operation | target | per second | echo ceiling (same windows) | ratio | errors |\n|---|---|---|---|---|---|`);
   for (const r of rows) console.log(`| ${r.join(' | ')} |`);
 }
 

@@ -326,8 +326,10 @@ test('test_spans: inline, zero-fill, block-backed spans, certification, link, FI
   const p0 = r1.blocks[0]!.port;
   const p1 = r2.blocks[0]!.port;
   fx.shuckle.services = fx.shuckle.services.map((s) => (s.port === p0 ? { ...s, is_terminal: true } : s.port === p1 ? { ...s, is_stale: true } : s));
+  const rootBefore = await fx.req('STAT', { id: ROOT });
   await fx.restart(); // the shard polls shuckle at start
   await waitForBlockServices(fx);
+  assert.deepEqual(await fx.req('STAT', { id: ROOT }), rootBefore, 'a restart leaves the root mtime alone (§8 item 32)');
   const fs2 = await fx.req('FILE_SPANS', { fileId: f.id, byteOffset: 0n });
   assert.equal(fs2.spans[2]!.bodyBlocks[0]!.flags, BLOCK_FLAG_TERMINAL);
   assert.equal(fs2.spans[3]!.bodyBlocks[0]!.flags, BLOCK_FLAG_STALE);
