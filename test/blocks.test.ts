@@ -322,6 +322,22 @@ describe('block service', () => {
     assert.deepEqual(await client.erase(bs.addr, old, blockEraseCertificate(bs.key, old)), proof);
   });
 
+  test('an idle pooled connection does not keep a finished client process alive', async () => {
+    const { spawn } = await import('node:child_process');
+    const { fileURLToPath, pathToFileURL } = await import('node:url');
+    const clientModule = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), '../src/client/blocks.js')).href;
+    const code = `import { defaultBlockClient } from ${JSON.stringify(clientModule)}; await defaultBlockClient.stats({ ip: '127.0.0.1', port: ${bs.port} }); console.log('ok');`;
+    const t0 = Date.now();
+    const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const exit = await new Promise<number | null>((r) => child.on('exit', r));
+    assert.equal(exit, 0);
+    assert.equal(out.trim(), 'ok');
+    // The pool keeps idle connections for 5 s; the process must not wait for that.
+    assert.ok(Date.now() - t0 < 4_000, `exited after ${Date.now() - t0} ms`);
+  });
+
   test('concurrent clients and many services keep serving while one connection misbehaves', async () => {
     const silent = net.connect(bs.port, '127.0.0.1');
     silent.on('error', () => {});

@@ -237,7 +237,10 @@ export class BlockClient {
       const c = list.pop()!;
       if (c.idleTimer) clearTimeout(c.idleTimer);
       c.idleTimer = null;
-      if (!c.dead && c.reader.buffered === 0) return c;
+      if (!c.dead && c.reader.buffered === 0) {
+        c.socket.ref();
+        return c;
+      }
       c.destroy();
     }
     return null;
@@ -249,6 +252,8 @@ export class BlockClient {
     if (!list) this.idle.set(key, (list = []));
     if (list.length >= this.maxIdlePerService) return c.destroy();
     list.push(c);
+    // An idle pooled connection must not keep a finished process (a CLI command) alive.
+    c.socket.unref();
     c.idleTimer = setTimeout(() => {
       const i = list!.indexOf(c);
       if (i >= 0) list!.splice(i, 1);
