@@ -228,15 +228,39 @@ interface Proxy {
   close(): void;
 }
 
+/** Binds `port` on loopback, or resolves undefined if it is taken. */
+function bindUdp(port: number): Promise<dgram.Socket | undefined> {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', () => {
+      s.close();
+      resolve(undefined);
+    });
+    s.bind(port, '127.0.0.1', () => resolve(s));
+  });
+}
+
 /** Forwards shard/CDC datagrams of original kinds to the real servers; drops (and records) others. */
 async function originalProtocolProxy(realShardBase: number, realCdcPort: number): Promise<Proxy> {
-  const base = await freeUdpRange(257);
+  const PROXY_PORTS = 257;
+  // Front sockets first (a port seen free may be taken by the time we bind: retry with another range).
+  let base = 0;
+  let fronts: dgram.Socket[] = [];
+  for (let attempt = 0; attempt < 10 && fronts.length < PROXY_PORTS; attempt++) {
+    base = await freeUdpRange(PROXY_PORTS);
+    const got = await Promise.all([...Array(PROXY_PORTS).keys()].map((i) => bindUdp(base + i)));
+    fronts = got.filter((s): s is dgram.Socket => s !== undefined);
+    if (fronts.length < PROXY_PORTS) {
+      for (const s of fronts) s.close();
+      fronts = [];
+    }
+  }
+  assert.equal(fronts.length, PROXY_PORTS, 'could not bind the proxy ports');
   const seen = new Map<string, number>();
   const refused: string[] = [];
-  const sockets: dgram.Socket[] = [];
-  const mk = (listen: number, target: number, proto: 'shard' | 'cdc') =>
+  const sockets: dgram.Socket[] = [...fronts];
+  const wire = (front: dgram.Socket, target: number, proto: 'shard' | 'cdc') =>
     new Promise<void>((resolve) => {
-      const front = dgram.createSocket('udp4');
       const back = dgram.createSocket('udp4');
       const clients = new Map<bigint, { address: string; port: number }>();
       front.on('message', (msg, rinfo) => {
@@ -256,11 +280,11 @@ async function originalProtocolProxy(realShardBase: number, realCdcPort: number)
         const c = clients.get(msg.readBigUInt64LE(4));
         if (c) front.send(msg, c.port, c.address);
       });
-      sockets.push(front, back);
-      back.bind(0, '127.0.0.1', () => front.bind(listen, '127.0.0.1', () => resolve()));
+      sockets.push(back);
+      back.bind(0, '127.0.0.1', () => resolve());
     });
-  await Promise.all([...Array(256).keys()].map((s) => mk(base + s, realShardBase + s, 'shard')));
-  await mk(base + 256, realCdcPort, 'cdc');
+  await Promise.all(fronts.slice(0, 256).map((f, s) => wire(f, realShardBase + s, 'shard')));
+  await wire(fronts[256]!, realCdcPort, 'cdc');
   return { shardBase: base, cdcPort: base + 256, seen, refused, close: () => sockets.forEach((s) => s.close()) };
 }
 
