@@ -367,8 +367,9 @@ function parse(name: string, spec: CommandSpec, argv: string[]): { pos: string[]
 }
 
 /** One line for a failure: the path and the cause, or why the cluster cannot be reached. */
-export function describeFailure(err: unknown, shuckleUrl: string): string {
-  if (err instanceof PathError || err instanceof LocalError) return err.message;
+export function describeFailure(err: unknown, command: string): string {
+  if (err instanceof PathError) return `${command} ${err.path}: ${err.reason}`; // the command the user typed
+  if (err instanceof LocalError) return err.message;
   if (err instanceof EggsError) return `${describeError(err.code)} (${err.message})`;
   const msg = (err as Error)?.message ?? String(err);
   if (/unreachable|ECONNREFUSED|no CDC is registered|no shard is registered/.test(msg)) {
@@ -408,7 +409,7 @@ export async function run(argv: string[], name: string): Promise<number> {
   } catch (err) {
     if (err instanceof UsageError) throw err;
     if ((err as NodeJS.ErrnoException).code === 'EPIPE') return 0;
-    process.stderr.write(`${describeFailure(err, shuckleUrl)}\n`);
+    process.stderr.write(`${describeFailure(err, name)}\n`);
     return 1;
   } finally {
     await client?.close();
