@@ -2,7 +2,8 @@
 // concurrent clients, against a real `eggsfs blocks` process on a fresh directory, and in the same
 // run the disk's own figures for the same block sizes with dd:
 //   write: dd if=/dev/zero of=F bs=S count=K oflag=dsync     (every S-byte block synced)
-//   read:  dd if=F of=/dev/null bs=S, with F's page cache dropped first (cold, like our fetch)
+//   read:  dd if=F of=/dev/null bs=S, with F's page cache dropped first (cold, like our fetch),
+//          and dd iflag=direct bs=1M (the disk without the page cache's readahead)
 // Before each fetch phase the blocks' page cache is dropped too (dd oflag=nocache), so fetches
 // read the disk rather than memory.
 //
@@ -48,13 +49,15 @@ function dd(args: string[]): number {
   return Number(m[1]) / MiB / Number(m[2]);
 }
 
-function diskBaseline(dir: string, sizeBytes: number, count: number): { writeMiBs: number; readMiBs: number } {
+function diskBaseline(dir: string, sizeBytes: number, count: number): { writeMiBs: number; readMiBs: number; directReadMiBs: number } {
   const f = path.join(dir, `dd-${sizeBytes}`);
   const writeMiBs = dd(['if=/dev/zero', `of=${f}`, `bs=${sizeBytes}`, `count=${count}`, 'oflag=dsync']);
   dropCache(f);
   const readMiBs = dd([`if=${f}`, 'of=/dev/null', `bs=${sizeBytes}`]);
+  // O_DIRECT needs aligned sizes: 1 MiB requests, the same total.
+  const directReadMiBs = dd([`if=${f}`, 'of=/dev/null', `bs=${MiB}`, 'iflag=direct']);
   fs.rmSync(f);
-  return { writeMiBs, readMiBs };
+  return { writeMiBs, readMiBs, directReadMiBs };
 }
 
 async function pool<T>(items: T[], workers: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -83,7 +86,7 @@ async function main(): Promise<void> {
     const addr = { ip: '127.0.0.1', port };
     const client = new BlockClient();
     console.log(`block service benchmark: fresh directory ${dir} (${os.cpus().length} cores); ${totalMiB} MiB per case (at least one block per client), best of ${reps} alternating runs`);
-    console.log('size     clients  write MiB/s  disk dsync write  ratio   fetch MiB/s  disk cold read  ratio');
+    console.log('size     clients  write MiB/s  dd dsync write  ratio   fetch MiB/s  dd cold read  ratio  dd direct read  ratio');
     let idSeq = 0n;
     for (const sizeMiB of sizesMiB) {
       const size = Math.min(MAX_BLOCK_BYTES, Math.round(sizeMiB * MiB));
@@ -98,6 +101,7 @@ async function main(): Promise<void> {
         let f = 0;
         let bw = 0;
         let br = 0;
+        let bd = 0;
         for (let rep = 0; rep < reps; rep++) {
           // Distinct ids, spread over the shard sub-directories like real ones.
           const ids = Array.from({ length: count }, (_, i) => (((eggsNow() >> 8n) + (idSeq += 1n)) << 8n) | BigInt(i & 0xff));
@@ -119,11 +123,12 @@ async function main(): Promise<void> {
           f = Math.max(f, (count * size) / MiB / fetchS);
           bw = Math.max(bw, base.writeMiBs);
           br = Math.max(br, base.readMiBs);
+          bd = Math.max(bd, base.directReadMiBs);
           // Remove this run's blocks so the directory stays small and fresh.
           for (const id of ids) fs.rmSync(path.join(storeDir, blockRelativePath(id)), { force: true });
         }
         console.log(
-          `${sizeMiB.toFixed(sizeMiB % 1 ? 1 : 0).padStart(4)} MiB ${String(clients).padStart(7)}  ${w.toFixed(0).padStart(11)}  ${bw.toFixed(0).padStart(16)}  ${(w / bw).toFixed(2).padStart(5)}   ${f.toFixed(0).padStart(11)}  ${br.toFixed(0).padStart(14)}  ${(f / br).toFixed(2).padStart(5)}`,
+          `${sizeMiB.toFixed(sizeMiB % 1 ? 1 : 0).padStart(4)} MiB ${String(clients).padStart(7)}  ${w.toFixed(0).padStart(11)}  ${bw.toFixed(0).padStart(14)}  ${(w / bw).toFixed(2).padStart(5)}   ${f.toFixed(0).padStart(11)}  ${br.toFixed(0).padStart(12)}  ${(f / br).toFixed(2).padStart(5)}  ${bd.toFixed(0).padStart(14)}  ${(f / bd).toFixed(2).padStart(5)}`,
         );
       }
     }
