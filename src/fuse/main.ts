@@ -1,0 +1,80 @@
+// `eggsfs mount <mountpoint>`: serves EggsFS at a mountpoint until SIGINT/SIGTERM (or until
+// someone unmounts it), then unmounts and exits 0.
+import { DEFAULT_SHUCKLE_URL } from '../proto/ports.js';
+import { parseParityOption } from '../client/span-layout.js';
+import type { ClientOptions } from '../client/index.js';
+import { UsageError, parseIntArg } from '../util/args.js';
+import { announceReady, logger, setLogLevel } from '../util/log.js';
+import { DEFAULT_READERS } from './kernel.js';
+import { serveEggsfs } from './index.js';
+
+const log = logger('mount');
+
+const HELP = `usage: eggsfs mount <mountpoint> [options]
+
+Mounts EggsFS at <mountpoint> (FUSE; needs root or access to /dev/fuse) until SIGINT/SIGTERM.
+
+options:
+  --shuckle URL       shuckle of the cluster (default $EGGSFS_SHUCKLE or ${DEFAULT_SHUCKLE_URL})
+  --parity D+P        redundancy of new files (default: the cluster default)
+  --span-bytes N      bytes per span of new files (default 8 MiB)
+  --timeout-ms N      time to wait for each metadata answer before resending (default 2000)
+  --readers N         threads reading /dev/fuse (default ${DEFAULT_READERS})
+  --debug             log every failed request
+`;
+
+export async function run(argv: string[]): Promise<number> {
+  let mountpoint: string | undefined;
+  const opts: ClientOptions = { shuckleUrl: process.env.EGGSFS_SHUCKLE ?? DEFAULT_SHUCKLE_URL };
+  let readers = DEFAULT_READERS;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new UsageError(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--help' || a === '-h') {
+      process.stdout.write(HELP);
+      return 0;
+    } else if (a === '--shuckle') opts.shuckleUrl = value();
+    else if (a === '--parity') {
+      try {
+        opts.parity = parseParityOption(value());
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
+    } else if (a === '--span-bytes') opts.spanBytes = parseIntArg('span-bytes', value(), 256, 64 << 20);
+    else if (a === '--timeout-ms') opts.timeoutMs = parseIntArg('timeout-ms', value(), 1, 600_000);
+    else if (a === '--readers') readers = parseIntArg('readers', value(), 1, 64);
+    else if (a === '--debug') setLogLevel('debug');
+    else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}\n\n${HELP}`);
+    else if (mountpoint === undefined) mountpoint = a;
+    else throw new UsageError(`one mountpoint only (got "${mountpoint}" and "${a}")`);
+  }
+  if (!mountpoint) throw new UsageError(`missing <mountpoint>\n\n${HELP}`);
+
+  let mounted;
+  try {
+    mounted = await serveEggsfs(mountpoint, opts, { readers });
+  } catch (err) {
+    process.stderr.write(`eggsfs mount ${mountpoint}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const m = mounted;
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`${sig}: unmounting ${mountpoint}`);
+    void m.unmount();
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  announceReady('mount', { mountpoint, shuckle: opts.shuckleUrl, pid: process.pid });
+  await m.session.closed;
+  await m.client.close();
+  log.info(`${mountpoint} unmounted`);
+  // Reader threads have ended (ENODEV); nothing else keeps the process.
+  process.exit(0);
+}
