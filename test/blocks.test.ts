@@ -391,6 +391,37 @@ describe('block service durability and process', () => {
     }
   });
 
+  test('kill -9 in the middle of a write leaves no block and no temp file; the write then succeeds', async () => {
+    const tmp = tempDir('blocks-crash');
+    const dir = path.join(tmp.path, 'd');
+    let bs = await startBlocks(dir);
+    const client = new BlockClient();
+    try {
+      const id = freshId();
+      const data = payload(20 << 20, 3);
+      const s = net.connect(bs.port, '127.0.0.1');
+      s.on('error', () => {});
+      await new Promise<void>((r) => s.once('connect', () => r()));
+      s.write(writeHeader(bs.key, id, data));
+      await new Promise<void>((r) => s.write(data.subarray(0, 12 << 20), () => r()));
+      await new Promise((r) => setTimeout(r, 200));
+      // The half-written block is on disk under its temp name now.
+      const sub = path.dirname(path.join(dir, blockRelativePath(id)));
+      assert.ok(fs.readdirSync(sub).some((n) => n.startsWith('.tmp-')), 'temp file while writing');
+      await bs.svc.kill('SIGKILL');
+      s.destroy();
+      bs = await startBlocks(dir, bs.port);
+      assert.deepEqual(fs.readdirSync(sub), [], 'temp file removed at start');
+      await assert.rejects(client.fetch(bs.addr, id), BlockServiceError);
+      await client.write(bs.addr, id, crc32c(data), data, blockWriteCertificate(bs.key, id, crcToBytes(crc32c(data)), data.length));
+      assert.deepEqual(await client.fetch(bs.addr, id), data);
+    } finally {
+      client.close();
+      await bs.svc.kill();
+      tmp.remove();
+    }
+  });
+
   test('one process serves one service per directory on consecutive ports', async () => {
     const tmp = tempDir('blocks-multi');
     const base = await freeTcpRange(3);
