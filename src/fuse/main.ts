@@ -5,7 +5,8 @@ import { parseParityOption } from '../client/span-layout.js';
 import type { ClientOptions } from '../client/index.js';
 import { UsageError, parseIntArg } from '../util/args.js';
 import { announceReady, logger, setLogLevel } from '../util/log.js';
-import { DEFAULT_READERS } from './kernel.js';
+import { DEFAULT_READERS, mountFuse, type FuseSession } from './kernel.js';
+import { MemFs } from './memfs.js';
 import { serveEggsfs } from './index.js';
 
 const log = logger('mount');
@@ -27,6 +28,7 @@ export async function run(argv: string[]): Promise<number> {
   let mountpoint: string | undefined;
   const opts: ClientOptions = { shuckleUrl: process.env.EGGSFS_SHUCKLE ?? DEFAULT_SHUCKLE_URL };
   let readers = DEFAULT_READERS;
+  let memfs = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = () => {
@@ -48,15 +50,21 @@ export async function run(argv: string[]): Promise<number> {
     else if (a === '--timeout-ms') opts.timeoutMs = parseIntArg('timeout-ms', value(), 1, 600_000);
     else if (a === '--readers') readers = parseIntArg('readers', value(), 1, 64);
     else if (a === '--debug') setLogLevel('debug');
+    else if (a === '--memfs') memfs = true; // the kernel-protocol test's in-memory filesystem
     else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}\n\n${HELP}`);
     else if (mountpoint === undefined) mountpoint = a;
     else throw new UsageError(`one mountpoint only (got "${mountpoint}" and "${a}")`);
   }
   if (!mountpoint) throw new UsageError(`missing <mountpoint>\n\n${HELP}`);
 
-  let mounted;
+  let mounted: { session: FuseSession; unmount(): Promise<void>; client?: { close(): Promise<void> } };
   try {
-    mounted = await serveEggsfs(mountpoint, opts, { readers });
+    if (memfs) {
+      const session = await mountFuse(mountpoint, new MemFs(), { readers, subtype: 'memfs', fsname: 'memfs' });
+      mounted = { session, unmount: () => session.unmount() };
+    } else {
+      mounted = await serveEggsfs(mountpoint, opts, { readers });
+    }
   } catch (err) {
     process.stderr.write(`eggsfs mount ${mountpoint}: ${(err as Error).message}\n`);
     return 1;
@@ -73,7 +81,7 @@ export async function run(argv: string[]): Promise<number> {
   process.on('SIGTERM', () => stop('SIGTERM'));
   announceReady('mount', { mountpoint, shuckle: opts.shuckleUrl, pid: process.pid });
   await m.session.closed;
-  await m.client.close();
+  await m.client?.close();
   log.info(`${mountpoint} unmounted`);
   // Reader threads have ended (ENODEV); nothing else keeps the process.
   process.exit(0);
