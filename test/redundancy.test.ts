@@ -203,6 +203,21 @@ test('writes succeed while a block service is down (fail over to a new transient
   });
 });
 
+test('writes go on while a block service hangs (SIGSTOP): time out, fail over, avoid it', async () => {
+  const hung = 6;
+  cluster.signalBlocks(hung, 'SIGSTOP');
+  try {
+    const data = pattern(4 * SPAN_BYTES + 1, 5);
+    const id = await write('while-hung-4+2', data, 0x24);
+    assert.deepEqual(await client.readRange(id, 0, data.length), data);
+    for (const s of await spansOf(id)) for (const b of s.bodyBlocks) assert.notEqual(serviceOf(b.port), hung, 'no block on the hung service');
+  } finally {
+    cluster.signalBlocks(hung, 'SIGCONT');
+    await cluster.waitLive([...Array(BLOCK_SERVICES).keys()]);
+    await cluster.settle();
+  }
+});
+
 test('CLI: copy_into --parity D+P, the cluster default (4+2 with 8 services), and cat through a dead service', async () => {
   const tmp = tempDir('redundancy-cli');
   try {

@@ -12,6 +12,7 @@ import {
   SpanLostError,
   blockSizes,
   dataBlockSizes,
+  defaultParityFor,
   decodeSpan,
   decodeSpanDetailed,
   encodeSpan,
@@ -138,6 +139,11 @@ test('parity byte helpers', () => {
   assert.equal(spanParityFor(0x24, 8192), 0x24);
   assert.equal(spanParityFor(0x21, 1), 0x21);
   assert.equal(spanParityFor(0x01, 1), 0x01);
+  // The cluster default: 4+2 where there are the services for it and a spare, else one block.
+  assert.equal(defaultParityFor(10), 0x24);
+  assert.equal(defaultParityFor(7), 0x24);
+  assert.equal(defaultParityFor(6), 0x01);
+  assert.equal(defaultParityFor(0), 0x01);
 });
 
 const MODES = [0x01, 0x11, 0x21, 0x12, 0x13, 0x24, 0x2a, 0x4a, 0x1f];

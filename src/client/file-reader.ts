@@ -4,7 +4,7 @@
 import { crc32c, crcFromBytes } from '../proto/crc32c.js';
 import { EggsError, ErrorCode } from '../proto/errors.js';
 import { BLOCK_FLAG_STALE, BLOCK_FLAG_TERMINAL, type FetchedSpanT } from '../proto/messages.js';
-import { fetchBlock } from './block-io.js';
+import { BlockIoError, fetchBlock } from './block-io.js';
 import type { ClientCore } from './core.js';
 import { dataBlocks, decodeSpan } from './layout.js';
 import { dataBlockSizes } from './span-layout.js';
@@ -58,24 +58,49 @@ const DEGRADED_LOG_INTERVAL_MS = 2_000;
 const SUSPECT_MS = 10_000;
 /** Bound on remembered suspects (addresses), so a long-lived client's map cannot grow without end. */
 const MAX_SUSPECTS = 1024;
-/** "ip:port" → until when (ms) the service is tried last: later spans go straight to spares. */
-const suspects = new Map<string, number>();
+/**
+ * "ip:port" → until when (ms) the service is tried last (later spans go straight to spares), and
+ * whether it was slow (timed out or hedged around) rather than refusing connections: writers fail
+ * over at once from a slow service, where an attempt would cost a whole timeout.
+ */
+const suspects = new Map<string, { untilMs: number; slow: boolean }>();
 
-function serviceKey(b: FetchedSpanT['bodyBlocks'][number]): string {
+/** A block service's address as the wire gives it (FetchedBlock or BlockInfo). */
+export interface ServiceAddr {
+  ip: Buffer;
+  port: number;
+}
+
+function serviceKey(b: ServiceAddr): string {
   return `${b.ip[0]}.${b.ip[1]}.${b.ip[2]}.${b.ip[3]}:${b.port}`;
 }
 
-function suspect(b: FetchedSpanT['bodyBlocks'][number]): void {
+/** Remember that a service failed or was slow (reads try it last; writes fail over from it). */
+export function suspect(b: ServiceAddr, slow: boolean): void {
   if (suspects.size >= MAX_SUSPECTS) suspects.clear();
-  suspects.set(serviceKey(b), Date.now() + SUSPECT_MS);
+  const key = serviceKey(b);
+  const before = suspects.get(key);
+  suspects.set(key, { untilMs: Date.now() + SUSPECT_MS, slow: slow || (before !== undefined && before.slow && before.untilMs > Date.now()) });
 }
 
-function isSuspect(b: FetchedSpanT['bodyBlocks'][number]): boolean {
-  const until = suspects.get(serviceKey(b));
-  if (until === undefined) return false;
-  if (until > Date.now()) return true;
-  suspects.delete(serviceKey(b));
-  return false;
+/** Whether the service failed for this client recently (`slow`: only if it was slow). */
+export function isSuspect(b: ServiceAddr, slow = false): boolean {
+  const key = serviceKey(b);
+  const s = suspects.get(key);
+  if (s === undefined) return false;
+  if (s.untilMs <= Date.now()) {
+    suspects.delete(key);
+    return false;
+  }
+  return !slow || s.slow;
+}
+
+/** A block-service error that says the service is down or hung (not that one block is bad). */
+export function serviceFault(err: unknown): { slow: boolean } | undefined {
+  if (!(err instanceof BlockIoError)) return undefined;
+  if (/^(timed out|could not connect within)/.test(err.reason)) return { slow: true };
+  if (/^could not connect/.test(err.reason)) return { slow: false };
+  return undefined;
 }
 
 const log = logger('client');
@@ -142,7 +167,10 @@ export async function blockSpanData(core: ClientCore, span: Span, fileId?: bigin
           good++;
         },
         (err: Error) => {
-          suspect(b);
+          // Down or hung services are avoided for a while; a missing or corrupt block is not the
+          // service's fault (the others it holds are fine).
+          const fault = serviceFault(err);
+          if (fault) suspect(b, fault.slow);
           errors.push(`block ${i} on ${serviceKey(b)}: ${err.message}`);
           if (!done) startNext();
         },
@@ -157,7 +185,7 @@ export async function blockSpanData(core: ClientCore, span: Span, fileId?: bigin
     if (inflight === 0) finish();
     hedge = setInterval(() => {
       if (done) return;
-      for (const i of outstanding) suspect(blocks[i]!); // slow: later spans start elsewhere
+      for (const i of outstanding) suspect(blocks[i]!, true); // slow: later spans start elsewhere
       if (!startNext()) clearInterval(hedge);
     }, BLOCK_HEDGE_MS);
   });

@@ -11,7 +11,7 @@ import type { ClientCore } from './core.js';
 import { encodeSpan, parityForSpan, type EncodedSpan } from './layout.js';
 import { nameBytes } from './paths.js';
 import type { FetchedSpanT } from '../proto/messages.js';
-import { blockSpanData } from './file-reader.js';
+import { blockSpanData, isSuspect, serviceFault, suspect } from './file-reader.js';
 import { logger } from '../util/log.js';
 
 export interface FileWriter {
@@ -178,6 +178,13 @@ export class EggsFileWriter implements FileWriter {
       throw new EggsError(ErrorCode.MALFORMED_RESPONSE, `shard placed ${resp.blocks.length} blocks for a span of ${enc.blocks.length}`);
     }
     const t1 = TRACE ? performance.now() : 0;
+    // A block placed on a service that just hung for this client would most likely cost a whole
+    // timeout again: fail over at once. (A service refusing connections fails fast: just try it.)
+    const bad = resp.blocks.findIndex((bi) => isSuspect(bi, true));
+    if (bad >= 0) {
+      const bi = resp.blocks[bad]!;
+      throw new SpanPlacementError(`block ${bad} of the span at offset ${offset} was placed on ${bi.ip.join('.')}:${bi.port}, which timed out moments ago`);
+    }
     const proofs = await Promise.all(
       resp.blocks.map(async (bi, i) => {
         for (let attempt = 1; ; attempt++) {
@@ -186,6 +193,7 @@ export class EggsFileWriter implements FileWriter {
           } catch (err) {
             if (!(err instanceof BlockIoError)) throw err;
             if (attempt >= BLOCK_WRITE_ATTEMPTS) {
+              suspect(bi, serviceFault(err)?.slow ?? false);
               throw new SpanPlacementError(`block ${i} of the span at offset ${offset} (parity ${parity & 0x0f}+${parity >>> 4}) could not be written: ${err.message}`);
             }
           }

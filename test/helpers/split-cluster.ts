@@ -13,7 +13,9 @@ const STARTUP_TIMEOUT_MS = 60_000;
 const POLL_MS = 100;
 /** Shuckle checks every service this often and calls one stale after STALE_MS without a good check. */
 const CHECK_PERIOD_MS = 500;
-const STALE_MS = 2_500;
+// Above a check pass's worst case (shuckle waits for every check of a pass, and a hung service's
+// check takes its 3 s I/O timeout), so a hung service does not make the healthy ones stale.
+const STALE_MS = 6_000;
 const SHARD_POLL_MS = 500;
 
 export interface SplitCluster {
