@@ -159,6 +159,7 @@ export class BlockServer {
         return;
       }
       const pending = await this.store.beginWrite(req.blockId);
+      pending.replacesSizeBytes = null; // checked above, under this block's exclusive slot
       let inFlight: Promise<void> | null = null;
       try {
         let crc = 0;

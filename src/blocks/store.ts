@@ -50,11 +50,22 @@ async function fsyncDir(dir: string): Promise<void> {
 class DirSyncer {
   private running: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
-  constructor(private readonly dir: string) {}
+  /** Kept open so a sync costs one call, not open + fsync + close. */
+  private handle: FileHandle | null = null;
+  constructor(
+    private readonly dir: string,
+    private readonly keepOpen: boolean,
+  ) {}
+
+  private async syncOnce(): Promise<void> {
+    if (!this.keepOpen) return fsyncDir(this.dir);
+    this.handle ??= await fsp.open(this.dir, 'r');
+    await this.handle.sync();
+  }
 
   sync(): Promise<void> {
     if (!this.running) {
-      this.running = fsyncDir(this.dir).finally(() => (this.running = null));
+      this.running = this.syncOnce().finally(() => (this.running = null));
       return this.running;
     }
     // A sync is in progress and may have started before our rename: wait for the next one.
@@ -67,7 +78,16 @@ class DirSyncer {
     }
     return this.queued;
   }
+
+  async close(): Promise<void> {
+    if (this.running) await this.running.catch(() => {});
+    await this.handle?.close().catch(() => {});
+    this.handle = null;
+  }
 }
+
+/** Directory handles kept open per store (the 256 shard sub-directories and the root). */
+const MAX_OPEN_DIR_HANDLES = 257;
 
 /** Append-only (id, size, crc) log with group commit: concurrent appends share one fdatasync. */
 class CrcLog {
@@ -121,6 +141,8 @@ function parseCrcLog(buf: Buffer, into: Map<bigint, BlockInfo>): number {
 
 /** A block being received: bytes go to a temp file, which becomes the block on commit. */
 export class PendingBlock {
+  /** Size of the block this one replaces, when the caller knows (null: none). */
+  replacesSizeBytes: number | null | undefined = undefined;
   private position = 0;
   private writtenBack = 0;
   private writeback: Promise<void> | null = null;
@@ -178,12 +200,14 @@ export class PendingBlock {
     if (info.sizeBytes !== this.position) throw new StoreError(`${this.tmpPath}: committing ${info.sizeBytes} bytes but wrote ${this.position}`);
     await this.settleWriteback();
     // The data and its CRC record are synced in parallel; both are durable before the rename.
-    const synced = this.fh.sync();
-    const recorded = this.store.record(this.blockId, info);
-    const results = await Promise.allSettled([synced, recorded]);
-    await this.fh.close();
-    for (const r of results) if (r.status === 'rejected') throw r.reason;
-    await this.store.publish(this, info);
+    const results = await Promise.allSettled([this.fh.sync(), this.store.record(this.blockId, info)]);
+    const closed = this.fh.close(); // the rename works on the path; no need to wait
+    try {
+      for (const r of results) if (r.status === 'rejected') throw r.reason;
+      await this.store.publish(this, info);
+    } finally {
+      await closed;
+    }
   }
 
   async abort(): Promise<void> {
@@ -383,13 +407,15 @@ export class BlockStore {
 
   private dirSyncer(dir: string): DirSyncer {
     let s = this.dirSyncers.get(dir);
-    if (!s) this.dirSyncers.set(dir, (s = new DirSyncer(dir)));
+    if (!s) this.dirSyncers.set(dir, (s = new DirSyncer(dir, this.dirSyncers.size < MAX_OPEN_DIR_HANDLES)));
     return s;
   }
 
   /** Renames the synced temp file into place and makes the rename durable. */
   async publish(p: PendingBlock, info: BlockInfo): Promise<void> {
-    const previous = await this.fileSize(p.blockId);
+    // Writers hold the block's exclusive() slot, so the caller's check that no block existed
+    // still holds; a block that appeared anyway (placed by hand) is accounted for here.
+    const previous = p.replacesSizeBytes === undefined ? await this.fileSize(p.blockId) : p.replacesSizeBytes;
     await fsp.rename(p.tmpPath, p.finalPath);
     await this.dirSyncer(path.dirname(p.finalPath)).sync();
     this.crcs.set(p.blockId, info);
@@ -414,6 +440,7 @@ export class BlockStore {
   }
 
   async close(): Promise<void> {
+    await Promise.all([...this.dirSyncers.values()].map((d) => d.close()));
     await this.crcLog.close().catch(() => {});
     try {
       fs.closeSync(this.keyFd); // releases the flock
