@@ -38,6 +38,11 @@ const ZERO_CHUNK = Buffer.alloc(64 * 1024);
 // service is stale and places the blocks elsewhere. Bounded: FAILOVER_ATTEMPTS, with backoff.
 const FAILOVER_ATTEMPTS = 6;
 const FAILOVER_BACKOFF_MS = 1_000;
+/**
+ * Spans remembered for a failover (about 100 bytes each); a file longer than this (256 GiB of 64 MiB
+ * spans, 32 GiB of 8 MiB ones) is too big to copy on a failover anyway, and a failure fails it.
+ */
+const FAILOVER_MAX_SPANS = 4096;
 const log = logger('client');
 
 /** A block span's parity and blocks, computed ahead of its turn on the wire. */
@@ -78,8 +83,8 @@ export class EggsFileWriter implements FileWriter {
   private state: 'open' | 'closing' | 'closed' | 'aborted' = 'open';
   private closed: Promise<bigint> | undefined;
   private bytesIn = 0;
-  /** Spans written so far, for a failover to a new transient file. */
-  private history: SpanRecord[] = [];
+  /** Spans written so far, for a failover to a new transient file; null past FAILOVER_MAX_SPANS. */
+  private history: SpanRecord[] | null = [];
 
   constructor(
     private readonly core: ClientCore,
@@ -156,12 +161,12 @@ export class EggsFileWriter implements FileWriter {
     if (data.length <= INLINE_MAX_BYTES) {
       const body = Buffer.from(data);
       await core.shard('ADD_SPAN_INITIATE', id, { ...base, storageClass: STORAGE_CLASS_INLINE, parity: 0, crc32: crcToBytes(crc32c(data)), bodyBytes: body, bodyBlocks: [] });
-      this.history.push({ offset, size: data.length, kind: 'inline', body });
+      this.remember({ offset, size: data.length, kind: 'inline', body });
       return;
     }
     if (!pre && isAllZero(data)) {
       await core.shard('ADD_SPAN_INITIATE', id, { ...base, storageClass: STORAGE_CLASS_ZERO_FILL, parity: 0, crc32: crcToBytes(crc32cZeros(data.length)), bodyBytes: Buffer.alloc(0), bodyBlocks: [] });
-      this.history.push({ offset, size: data.length, kind: 'zero' });
+      this.remember({ offset, size: data.length, kind: 'zero' });
       return;
     }
     const t0 = TRACE ? performance.now() : 0;
@@ -202,7 +207,7 @@ export class EggsFileWriter implements FileWriter {
     );
     const t2 = TRACE ? performance.now() : 0;
     await core.shard('ADD_SPAN_CERTIFY', id, { fileId: id, cookie, byteOffset: BigInt(offset), proofs });
-    this.history.push({
+    this.remember({
       offset,
       size: data.length,
       kind: 'blocks',
@@ -219,6 +224,11 @@ export class EggsFileWriter implements FileWriter {
     if (TRACE) process.stderr.write(`span ${offset}: encode+initiate ${(t1 - t0).toFixed(1)} ms, blocks ${(t2 - t1).toFixed(1)} ms, certify ${(performance.now() - t2).toFixed(1)} ms\n`);
   }
 
+  private remember(rec: SpanRecord): void {
+    if (this.history !== null && this.history.length >= FAILOVER_MAX_SPANS) this.history = null;
+    this.history?.push(rec);
+  }
+
   /** flushSpan, moving the file to a new transient file when a block service does not take its block. */
   private async flushSpanWithFailover(data: Buffer, offset: number, pre?: PreEncoded): Promise<void> {
     for (let attempt = 1; ; attempt++) {
@@ -227,7 +237,8 @@ export class EggsFileWriter implements FileWriter {
         await this.flushSpan(data, offset, pre);
         return;
       } catch (err) {
-        if (!(err instanceof SpanPlacementError) || attempt >= FAILOVER_ATTEMPTS) throw err;
+        // Past FAILOVER_MAX_SPANS the spans written are no longer remembered: the file fails.
+        if (!(err instanceof SpanPlacementError) || attempt >= FAILOVER_ATTEMPTS || this.history === null) throw err;
         log.warn(`writing ${this.name.toString()}: ${err.message}; retrying on a new transient file in ${FAILOVER_BACKOFF_MS * attempt} ms (failover ${attempt} of ${FAILOVER_ATTEMPTS - 1})`);
         await new Promise((r) => setTimeout(r, FAILOVER_BACKOFF_MS * attempt));
       }
@@ -237,6 +248,7 @@ export class EggsFileWriter implements FileWriter {
   /** A new transient file holding every span written so far (the old one expires on its shard). */
   private async moveToNewFile(): Promise<void> {
     const old = this.history;
+    if (old === null) throw new EggsError(ErrorCode.INTERNAL_ERROR, `${this.name.toString()}: a block write failed and the file is too long (over ${FAILOVER_MAX_SPANS} spans) to move to a new transient file`);
     this.history = [];
     this.file = this.core.shard('CONSTRUCT_FILE', this.parentId, { type: InodeType.FILE });
     this.file.catch(() => {}); // surfaced by flushSpan below
@@ -250,7 +262,7 @@ export class EggsFileWriter implements FileWriter {
       }
     } finally {
       // Spans not yet copied are still readable where they were; keep them for the next attempt.
-      if (copied < old.length) this.history = this.history.concat(old.slice(copied));
+      if (copied < old.length) this.history = (this.history ?? []).concat(old.slice(copied));
     }
   }
 
