@@ -3,7 +3,7 @@
 // writer handle is released (not at flush: the shell's `echo x > f` flushes a dup'ed descriptor
 // before it writes). Until then only the writing process can see the name; anyone else gets
 // ENOENT, or, once the writer has closed it, waits (bounded) for the link to land.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { EggsClient, DirEntry } from '../client/index.js';
 import type { FileWriter } from '../client/file-writer.js';
@@ -89,8 +89,9 @@ interface Pending {
   /** Serialises writes and truncates. */
   chain: Promise<void>;
   failure?: Error;
-  /** Set at the last release: resolves once the file is linked (or given up). */
+  /** Set at the last close: resolves once the file is linked (or given up). */
   settled?: Promise<void>;
+  linkError?: Error;
   settledResolve: () => void;
   settledPromise: Promise<void>;
 }
@@ -143,7 +144,12 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
 export interface EggsFsOptions {
   uid?: number;
   gid?: number;
+  /** Absolute mountpoint: lets a close link the file at once when no descriptor is left. */
+  mountpoint?: string;
 }
+
+/** Processes looked at when deciding whether a close was the last one. */
+const MAX_SCANNED_PROCESSES = 64;
 
 export class EggsFs implements FuseFilesystem {
   private readonly nodes = new Map<bigint, Node>();
@@ -154,6 +160,7 @@ export class EggsFs implements FuseFilesystem {
   private statfsCache: { atMs: number; value: StatfsReply } | undefined;
   private readonly uid: number;
   private readonly gid: number;
+  private readonly mountPrefix: string | undefined;
 
   constructor(
     private readonly client: EggsClient,
@@ -161,6 +168,7 @@ export class EggsFs implements FuseFilesystem {
   ) {
     this.uid = opts.uid ?? 0;
     this.gid = opts.gid ?? 0;
+    this.mountPrefix = opts.mountpoint ? opts.mountpoint.replace(/\/+$/, '') + '/' : undefined;
     this.nodes.set(FUSE_ROOT_ID, { nodeid: FUSE_ROOT_ID, id: ROOT_DIR_INODE_ID, kind: 'directory', nlookup: 1n, size: 0, mtimeNs: 0n, fetchedAtMs: -Infinity });
   }
 
@@ -280,6 +288,7 @@ export class EggsFs implements FuseFilesystem {
       // Also known under its real id, for lookups that return it.
       if (!this.nodes.has(id)) this.nodes.set(id, { nodeid: id, id, kind: 'file', nlookup: 0n, size: p.written, mtimeNs: n.mtimeNs, fetchedAtMs: n.fetchedAtMs });
     } catch (err) {
+      p.linkError = err as Error;
       log.warn(`${p.name}: could not link the file: ${(err as Error).message}`);
     } finally {
       if (this.pendingByName.get(this.key(p.parentId, p.name)) === p) this.pendingByName.delete(this.key(p.parentId, p.name));
@@ -304,7 +313,9 @@ export class EggsFs implements FuseFilesystem {
       try {
         await op();
       } catch (err) {
-        p.failure = err as Error;
+        // A refused request (EROFS for a write out of order) leaves the file as it was; anything
+        // else (the cluster failed a span) means the file cannot be completed.
+        if (!(err instanceof FuseError)) p.failure = err as Error;
         throw err;
       }
     });
@@ -476,6 +487,7 @@ export class EggsFs implements FuseFilesystem {
     const h = this.handles.get(fh);
     if (!h || h.kind !== 'write') throw new FuseError(E.EBADF);
     const p = h.pending;
+    if (p.settled) throw new FuseError(E.EROFS, 'the file was closed and is complete');
     await this.enqueue(p, async () => {
       if (offset < p.written) throw new FuseError(E.EROFS, `write at ${offset} but ${p.written} bytes are written: files are written once, in order`);
       await this.padTo(p, offset);
@@ -487,13 +499,67 @@ export class EggsFs implements FuseFilesystem {
     return data.length;
   }
 
-  async flush(_ctx: Context, _nodeid: bigint, fh: bigint): Promise<void> {
+  async flush(ctx: Context, _nodeid: bigint, fh: bigint): Promise<void> {
     const h = this.handles.get(fh);
     if (!h || h.kind !== 'write') return;
     const p = h.pending;
     p.flushed = true;
     await p.chain;
     if (p.failure) throw p.failure; // close() reports the failed write
+    // The kernel sends RELEASE (the last close) asynchronously, after close() has returned; so
+    // when no descriptor for the file is left, link it now: close() then returns once the file
+    // is complete and durable, and reports a failure to link.
+    if (!p.settled && p.handles === 1 && this.mountPrefix && !this.heldElsewhere(p, ctx.pid)) {
+      p.settled = this.settle(p);
+      await p.settled;
+      if (p.linkError) throw p.linkError;
+    }
+  }
+
+  /**
+   * Whether a descriptor for the pending file is still open in the closing process, the creating
+   * process or their children (a shell's `echo x > f` closes a duplicate before it writes). Read
+   * from /proc: a descriptor's link gives the path, its fdinfo the inode (our node id); neither
+   * goes through this filesystem.
+   */
+  private heldElsewhere(p: Pending, tid: number): boolean {
+    const prefix = this.mountPrefix!;
+    const todo = [tgidOf(tid), p.creatorTgid];
+    const seen = new Set<number>();
+    while (todo.length > 0 && seen.size < MAX_SCANNED_PROCESSES) {
+      const pid = todo.pop()!;
+      if (seen.has(pid)) continue;
+      seen.add(pid);
+      let fds: string[] = [];
+      try {
+        fds = readdirSync(`/proc/${pid}/fd`);
+      } catch {
+        /* gone or exiting */
+      }
+      for (const fd of fds) {
+        let link: string;
+        try {
+          link = readlinkSync(`/proc/${pid}/fd/${fd}`);
+        } catch {
+          continue;
+        }
+        if (!link.startsWith(prefix)) continue;
+        try {
+          const m = /^ino:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+          if (m && BigInt(m[1]!) === p.node.nodeid) return true;
+        } catch {
+          continue;
+        }
+      }
+      try {
+        for (const t of readdirSync(`/proc/${pid}/task`)) {
+          for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ')) if (c) todo.push(Number(c));
+        }
+      } catch {
+        /* gone */
+      }
+    }
+    return false;
   }
 
   async release(_ctx: Context, _nodeid: bigint, fh: bigint): Promise<void> {

@@ -2,6 +2,7 @@
 // `eggsfs mount` process (`mountEggsfs`, for `eggsfs run --mount` and tests: a driver problem
 // then cannot take the caller down, and the caller's event loop is not the driver's).
 import { spawn, type ChildProcess } from 'node:child_process';
+import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EggsClient, type ClientOptions } from '../client/index.js';
@@ -29,7 +30,7 @@ export interface ServedMount {
 /** Connects a client and serves it at `mountpoint` from this process. */
 export async function serveEggsfs(mountpoint: string, clientOptions: ClientOptions, opts: ServeOptions = {}): Promise<ServedMount> {
   const client = await EggsClient.connect(clientOptions);
-  const fs = new EggsFs(client, { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 });
+  const fs = new EggsFs(client, { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, mountpoint: realpathSync(mountpoint) });
   let session: FuseSession;
   try {
     session = await mountFuse(mountpoint, fs, { readers: opts.readers, readAheadBytes: MOUNT_READ_AHEAD_BYTES, subtype: 'eggsfs', fsname: 'eggsfs' });

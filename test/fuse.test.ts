@@ -1,0 +1,247 @@
+// EggsFS mounted for real: `eggsfs mount` against a cluster started with `eggsfs run` on free
+// ports. Every operation through shell commands and node:fs, the immutable-file rules (EROFS),
+// `echo > file`, trees copied in and out byte-exact (cp -r, tar, rsync when installed: Debian
+// package rsync), a reader that never sees a half-written file, and a cluster restart under the
+// mount. The mount is always unmounted in teardown.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { startEggsfs, tempDir, type Service } from './helpers/proc.js';
+import { startCluster, type TestCluster } from './helpers/cluster.js';
+
+function sh(cmd: string, timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('bash', ['-c', cmd], { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+async function ok(cmd: string): Promise<string> {
+  const r = await sh(cmd);
+  assert.equal(r.code, 0, `${cmd}\n${r.stderr}`);
+  return r.stdout;
+}
+
+function mounted(mnt: string): boolean {
+  return readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mnt);
+}
+
+const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
+
+/** A local tree with files of assorted sizes (empty, inline-small, multi-span) and nesting. */
+async function makeTree(root: string): Promise<void> {
+  await mkdir(path.join(root, 'a', 'b', 'c'), { recursive: true });
+  await mkdir(path.join(root, 'empty-dir'));
+  await writeFile(path.join(root, 'empty'), '');
+  await writeFile(path.join(root, 'a', 'small.txt'), 'small file\n');
+  await writeFile(path.join(root, 'a', 'b', 'mid.bin'), randomBytes(300_000));
+  await writeFile(path.join(root, 'a', 'b', 'c', 'big.bin'), randomBytes(3 * 1024 * 1024 + 17));
+  for (let i = 0; i < 30; i++) await writeFile(path.join(root, 'a', `n${i}`), randomBytes(i * 997));
+}
+
+test('EggsFS through a real FUSE mount', { timeout: 600_000 }, async (t) => {
+  const work = tempDir('fuse');
+  const mnt = path.join(work.path, 'mnt');
+  await mkdir(mnt);
+  let cluster: TestCluster | undefined;
+  const clusters: TestCluster[] = [];
+  let mount: Service | undefined;
+  t.after(async () => {
+    if (mount) await mount.kill('SIGTERM');
+    if (mounted(mnt)) await sh(`umount -l ${mnt}`);
+    for (const c of clusters.reverse()) await c.destroy();
+    work.remove();
+  });
+  cluster = await startCluster({ blockServices: 3 });
+  clusters.push(cluster);
+  const startMount = async () => {
+    mount = startEggsfs(['mount', mnt, '--shuckle', cluster!.shuckleUrl, '--timeout-ms', '500']);
+    await mount.waitFor(/^ready mount /);
+  };
+  await startMount();
+  const m = (p: string) => path.join(mnt, p);
+
+  await t.test('echo > file works and the file appears complete', async () => {
+    await ok(`cd ${mnt} && echo blah > foobar`);
+    assert.equal(await ok(`cat ${mnt}/foobar`), 'blah\n');
+    assert.equal(await ok(`stat -c '%s %F' ${mnt}/foobar`), '5 regular file\n');
+  });
+
+  await t.test('shell: mkdir, ls, mv within and across directories, rm, rmdir, find, du, df', async () => {
+    await ok(`cd ${mnt} && mkdir -p x/y z && printf one > x/f1 && printf two > x/y/f2`);
+    assert.equal(await ok(`ls ${mnt}/x`), 'f1\ny\n');
+    await ok(`mv ${mnt}/x/f1 ${mnt}/x/g1`); // same directory
+    await ok(`mv ${mnt}/x/g1 ${mnt}/z/h1`); // across directories
+    await ok(`mv ${mnt}/x/y ${mnt}/z/yy`); // a directory across directories
+    assert.equal(await ok(`cat ${mnt}/z/h1 ${mnt}/z/yy/f2`), 'onetwo');
+    assert.equal((await ok(`cd ${mnt} && find x z | sort`)).trim().split('\n').join(' '), 'x z z/h1 z/yy z/yy/f2');
+    assert.match(await ok(`du -sb ${mnt}/z`), /^\d+\s/);
+    const df = await ok(`df -B1 --output=size ${mnt} | tail -1`);
+    assert.ok(Number(df.trim()) > 0, `df shows the block services' capacity: ${df}`);
+    const rmdirFull = await sh(`rmdir ${mnt}/z/yy`);
+    assert.notEqual(rmdirFull.code, 0);
+    assert.match(rmdirFull.stderr, /not empty/i);
+    await ok(`rm ${mnt}/z/yy/f2 && rmdir ${mnt}/z/yy && rm -r ${mnt}/z ${mnt}/x`);
+    assert.ok(!existsSync(m('z')));
+    const missing = await sh(`cat ${mnt}/nope`);
+    assert.match(missing.stderr, /No such file or directory/);
+  });
+
+  await t.test('node:fs: writeFile, readFile, readdir, stat, mkdir, rename, unlink, rmdir', async () => {
+    const data = randomBytes(2 * 1024 * 1024 + 5);
+    await mkdir(m('nd'));
+    await writeFile(m('nd/data'), data);
+    assert.ok((await readFile(m('nd/data'))).equals(data));
+    const st = await stat(m('nd/data'));
+    assert.equal(st.size, data.length);
+    assert.ok(st.isFile());
+    assert.ok((await stat(m('nd'))).isDirectory());
+    await rename(m('nd/data'), m('data2'));
+    assert.deepEqual(await readdir(m('nd')), []);
+    assert.ok((await readFile(m('data2'))).equals(data));
+    await unlink(m('data2'));
+    await rmdir(m('nd'));
+    await assert.rejects(stat(m('nd')), { code: 'ENOENT' });
+    // The writer itself sees its file while writing it (fstat and stat by name).
+    const fh = await open(m('growing'), 'w');
+    await fh.write(Buffer.from('12345'));
+    assert.equal((await fh.stat()).size, 5);
+    assert.equal((await stat(m('growing'))).size, 5);
+    await fh.write(Buffer.from('678'));
+    await fh.close();
+    assert.equal(await readFile(m('growing'), 'utf8'), '12345678');
+  });
+
+  await t.test('immutable files: rewriting, truncating, appending and writing out of order fail with EROFS', async () => {
+    await writeFile(m('imm'), 'fixed');
+    const append = await sh(`echo more >> ${mnt}/imm`);
+    assert.match(append.stderr, /Read-only file system/);
+    const overwrite = await sh(`echo new > ${mnt}/imm`);
+    assert.match(overwrite.stderr, /Read-only file system/);
+    const trunc = await sh(`truncate -s 0 ${mnt}/imm`);
+    assert.match(trunc.stderr, /Read-only file system/);
+    await assert.rejects(open(m('imm'), 'r+'), { code: 'EROFS' });
+    assert.equal(await readFile(m('imm'), 'utf8'), 'fixed');
+    // Writing a new file backwards is refused; forwards with a hole is fine (zeros).
+    const fh = await open(m('ordered'), 'w');
+    await fh.write(Buffer.from('abcdef'), 0, 6, 0);
+    await assert.rejects(fh.write(Buffer.from('X'), 0, 1, 2), { code: 'EROFS' });
+    await fh.close();
+    const fh2 = await open(m('holes'), 'w');
+    await fh2.write(Buffer.from('ab'), 0, 2, 0);
+    await fh2.write(Buffer.from('cd'), 0, 2, 10);
+    await fh2.close();
+    assert.deepEqual(await readFile(m('holes')), Buffer.from('ab\0\0\0\0\0\0\0\0cd'));
+    // Truncate to the current size (or growing while writing) is harmless.
+    const fh3 = await open(m('trunc-ok'), 'w');
+    await fh3.write(Buffer.from('xyz'));
+    await fh3.truncate(3);
+    await fh3.truncate(5);
+    await fh3.close();
+    assert.deepEqual(await readFile(m('trunc-ok')), Buffer.from('xyz\0\0'));
+    // chmod and touch succeed without effect (tar and rsync do them).
+    await ok(`chmod 600 ${mnt}/imm && touch ${mnt}/imm && touch -d 2020-01-02 ${mnt}/imm`);
+    await rm(m('imm'));
+  });
+
+  await t.test('copy trees in and out byte-exact: cp -r, tar, rsync', async () => {
+    const src = path.join(work.path, 'src');
+    await makeTree(src);
+    await ok(`cp -r ${src} ${mnt}/cp && diff -r ${src} ${mnt}/cp`);
+    await ok(`mkdir ${mnt}/tar && tar -C ${src} -cf - . | tar -C ${mnt}/tar -xf - && diff -r ${src} ${mnt}/tar`);
+    await ok(`cp -r ${mnt}/cp ${work.path}/out && diff -r ${src} ${work.path}/out`);
+    await ok(`tar -C ${mnt}/tar -cf - . | (mkdir ${work.path}/out2 && tar -C ${work.path}/out2 -xf -) && diff -r ${src} ${work.path}/out2`);
+    if ((await sh('command -v rsync')).code === 0) {
+      await ok(`rsync -a ${src}/ ${mnt}/rs/ && diff -r ${src} ${mnt}/rs`);
+      // A changed file is replaced (rsync writes a temp file and renames it over the old one).
+      await writeFile(path.join(src, 'a', 'small.txt'), 'changed\n');
+      await ok(`rsync -a ${src}/ ${mnt}/rs/ && diff -r ${src} ${mnt}/rs`);
+      await ok(`rsync -a ${mnt}/rs/ ${work.path}/out3/ && diff -r ${src} ${work.path}/out3`);
+    } else {
+      t.diagnostic('rsync not installed (apt-get install -y rsync): rsync part skipped');
+    }
+    await ok(`rm -r ${mnt}/cp ${mnt}/tar ${mnt}/rs 2>/dev/null; true`);
+  });
+
+  await t.test('a reader never sees a half-written file', async () => {
+    const payload = randomBytes(256 * 1024);
+    const want = md5(payload);
+    // The writer (another process) writes 64 KiB pieces with pauses, so it is open for a while.
+    const writerScript = `
+      const fs = require('fs');
+      const data = fs.readFileSync(process.argv[2]);
+      const fd = fs.openSync(process.argv[1], 'w');
+      let off = 0;
+      const step = () => {
+        if (off >= data.length) { fs.closeSync(fd); return; }
+        fs.writeSync(fd, data, off, 65536, off); off += 65536;
+        setTimeout(step, 150);
+      };
+      step();`;
+    const target = m('watched');
+    const payloadFile = path.join(work.path, 'payload');
+    await writeFile(payloadFile, payload);
+    const writer = spawn(process.execPath, ['-e', writerScript, target, payloadFile], { stdio: 'ignore' });
+    const writerDone = new Promise<void>((resolve) => writer.on('exit', () => resolve()));
+    let sawMissing = 0;
+    let sawComplete = 0;
+    let done = false;
+    void writerDone.then(() => (done = true));
+    while (!done || sawComplete === 0) {
+      const r = await sh(`cat ${target} 2>/dev/null | md5sum; ls ${mnt} | grep -c '^watched$'`);
+      const [sum, listed] = r.stdout.trim().split('\n');
+      const inListing = Number(listed) > 0;
+      const emptySum = md5(Buffer.alloc(0));
+      const s = sum!.split(' ')[0];
+      if (s === want) sawComplete++;
+      else {
+        assert.equal(s, emptySum, 'a reader got part of the file');
+        assert.ok(!inListing || !done, 'listed while incomplete');
+        sawMissing++;
+      }
+      if (sawComplete > 0 && done) break;
+      await new Promise((r2) => setTimeout(r2, 50));
+    }
+    assert.ok(sawMissing > 0, 'the file was absent while being written');
+    assert.ok(sawComplete > 0, 'and complete afterwards');
+  });
+
+  await t.test('a cluster restart under the mount: requests fail with EIO meanwhile, then work again', async () => {
+    const data = randomBytes(500_000);
+    await writeFile(m('before-restart'), data);
+    await cluster!.stop();
+    const t0 = Date.now();
+    const during = await sh(`ls ${mnt}/no-such-dir-${Date.now()}`, 60_000);
+    assert.notEqual(during.code, 0);
+    assert.match(during.stderr, /Input\/output error|No such file/);
+    assert.ok(Date.now() - t0 < 50_000, 'failed in bounded time, did not hang');
+    assert.ok(mounted(mnt), 'the mount survived');
+    cluster = await startCluster({ dir: cluster!.dir, ports: cluster!.ports, blockServices: 3 });
+    clusters.push(cluster);
+    // The mount recovers without remounting.
+    let last = '';
+    for (let i = 0; i < 60; i++) {
+      const r = await sh(`echo after > ${mnt}/after-restart-${i} && cat ${mnt}/after-restart-${i}`, 60_000);
+      if (r.code === 0 && r.stdout === 'after\n') {
+        last = 'ok';
+        break;
+      }
+      last = r.stderr;
+      await new Promise((r2) => setTimeout(r2, 500));
+    }
+    assert.equal(last, 'ok');
+    assert.ok((await readFile(m('before-restart'))).equals(data));
+  });
+
+  await t.test('SIGTERM unmounts cleanly', async () => {
+    assert.equal(await mount!.kill('SIGTERM'), 0);
+    mount = undefined;
+    assert.ok(!mounted(mnt));
+  });
+});
