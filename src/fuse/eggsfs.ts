@@ -552,9 +552,8 @@ export class EggsFs implements FuseFilesystem {
         }
       }
       try {
-        for (const t of readdirSync(`/proc/${pid}/task`)) {
-          for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ')) if (c) todo.push(Number(c));
-        }
+        // Children forked by the main thread (a shell's, a fork()ing program's).
+        for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ')) if (c) todo.push(Number(c));
       } catch {
         /* gone */
       }

@@ -289,6 +289,7 @@ class Session implements FuseSession {
         log.warn(`destroy: ${(err as Error).message}`);
       }
     }
+    logOpStats();
     this.resolveClosed();
   }
 
@@ -383,10 +384,12 @@ class Session implements FuseSession {
         return;
     }
     this.inFlight.set(h.unique, { opcode: h.opcode, replied: false });
+    const startNs = STATS ? process.hrtime.bigint() : 0n;
     this.serve(h, body).then(
       (payload) => {
         if (payload === NO_REPLY) return;
         this.writeReply(h.unique, 0, payload);
+        if (STATS) recordOp(h.opcode, startNs);
       },
       (err: unknown) => {
         const errno = errnoOf(err);
@@ -615,6 +618,22 @@ class Session implements FuseSession {
 }
 
 const NO_REPLY = Symbol('no reply');
+
+/** EGGSFS_FUSE_STATS=1: per-opcode counts and service times, logged when the session ends. */
+const STATS = process.env.EGGSFS_FUSE_STATS === '1';
+const opStats = new Map<number, { count: number; totalUs: number }>();
+function recordOp(opcode: number, startNs: bigint): void {
+  const s = opStats.get(opcode) ?? { count: 0, totalUs: 0 };
+  s.count++;
+  s.totalUs += Number(process.hrtime.bigint() - startNs) / 1000;
+  opStats.set(opcode, s);
+}
+export function logOpStats(): void {
+  if (!STATS) return;
+  for (const [op, s] of [...opStats].sort((a, b) => b[1].count - a[1].count)) {
+    log.info(`${OP_NAMES[op] ?? op}: ${s.count} requests, ${(s.totalUs / s.count).toFixed(1)} us each`);
+  }
+}
 
 function entryBuf(e: Entry): Buffer {
   const b = Buffer.alloc(ENTRY_OUT_BYTES);

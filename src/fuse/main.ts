@@ -48,6 +48,7 @@ export async function run(argv: string[]): Promise<number> {
       }
     } else if (a === '--span-bytes') opts.spanBytes = parseIntArg('span-bytes', value(), 256, 64 << 20);
     else if (a === '--timeout-ms') opts.timeoutMs = parseIntArg('timeout-ms', value(), 1, 600_000);
+    else if (a === '--read-ahead-spans') opts.readAheadSpans = parseIntArg('read-ahead-spans', value(), 1, 64);
     else if (a === '--readers') readers = parseIntArg('readers', value(), 1, 64);
     else if (a === '--debug') setLogLevel('debug');
     else if (a === '--memfs') memfs = true; // the kernel-protocol test's in-memory filesystem

@@ -63,7 +63,14 @@ export class SequentialReader {
       this.chunks.push({ start: this.streamPos, data: r.value });
       this.streamPos += r.value.length;
     }
-    const out = Buffer.allocUnsafe(Math.max(0, Math.min(end, this.streamPos) - offset));
+    const outBytes = Math.max(0, Math.min(end, this.streamPos) - offset);
+    // Drop what lies well behind this read.
+    while (this.chunks.length > 1 && this.chunks[0]!.start + this.chunks[0]!.data.length < offset - KEEP_BEHIND_BYTES) this.chunks.shift();
+    // Usually the whole read lies in one chunk (a span): hand out a view, no copy.
+    for (const c of this.chunks) {
+      if (c.start <= offset && offset + outBytes <= c.start + c.data.length) return c.data.subarray(offset - c.start, offset - c.start + outBytes);
+    }
+    const out = Buffer.allocUnsafe(outBytes);
     let filled = 0;
     for (const c of this.chunks) {
       const cEnd = c.start + c.data.length;
@@ -74,8 +81,6 @@ export class SequentialReader {
       filled += to - from;
     }
     if (filled !== out.length) throw new Error(`read of ${out.length} bytes at ${offset} assembled ${filled}`);
-    // Drop what lies well behind this read.
-    while (this.chunks.length > 1 && this.chunks[0]!.start + this.chunks[0]!.data.length < offset - KEEP_BEHIND_BYTES) this.chunks.shift();
     return out;
   }
 }
