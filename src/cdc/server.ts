@@ -94,6 +94,8 @@ interface Txn extends Lockable {
   responseBody: Buffer | null;
   startedTime: bigint;
   lockKeys: string[];
+  /** Loaded from the database at start-up (debug crash points never fire for these). */
+  resumed: boolean;
 }
 
 type Outgoing = { t: 'shard'; txn: Txn; req: InFlight } | { t: 'reply'; txn: Txn };
@@ -236,6 +238,7 @@ export class CdcServer {
       responseBody: row.responseBody,
       startedTime: row.startedTime,
       lockKeys: req ? dedupKeys((TXNS[kindName] as TxnDef<any>).locks(req)) : [],
+      resumed: true,
     };
   }
 
@@ -280,6 +283,7 @@ export class CdcServer {
       responseBody: null,
       startedTime: 0n,
       lockKeys: dedupKeys((TXNS[kindName] as TxnDef<any>).locks(d.body)),
+      resumed: false,
     };
     if (!this.scheduler.submit(t)) {
       // Queue full: nothing was done, TIMEOUT tells the client to try again (its transport does).
@@ -479,7 +483,7 @@ export class CdcServer {
   }
 
   private crashMatches(t: Txn): boolean {
-    return this.crash !== undefined && t.kindName === this.crash.kind && t.step === this.crash.step;
+    return this.crash !== undefined && !t.resumed && t.kindName === this.crash.kind && t.step === this.crash.step;
   }
 
   private crashNow(): never {

@@ -65,9 +65,24 @@ export class CdcCluster {
     return { host: '127.0.0.1', port: this.shardBase + shard };
   }
 
+  /**
+   * Start (or restart) the shard process. While it was down another test on this machine may have
+   * bound one of its ports for a moment, so a failed start is retried a few times.
+   */
   private async startShards(): Promise<void> {
-    this.shardProc = startEggsfs(['shard', '--shards', `0-${SHARDS - 1}`, '--dir', this.shardDir.path, '--bind', '127.0.0.1', '--base-port', String(this.shardBase)]);
-    await this.shardProc.waitFor(/^ready shard /, 60_000);
+    const MAX_STARTS = 10;
+    for (let attempt = 1; ; attempt++) {
+      this.shardProc = startEggsfs(['shard', '--shards', `0-${SHARDS - 1}`, '--dir', this.shardDir.path, '--bind', '127.0.0.1', '--base-port', String(this.shardBase)]);
+      try {
+        await this.shardProc.waitFor(/^ready shard /, 60_000);
+        return;
+      } catch (err) {
+        await this.shardProc.kill('SIGKILL');
+        if (attempt >= MAX_STARTS) throw err;
+        process.stderr.write(`cdc fixture: shard start ${attempt} failed, retrying: ${(err as Error).message.slice(0, 500)}\n`);
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    }
   }
 
   async startCdc(env: NodeJS.ProcessEnv = this.cdcEnv): Promise<void> {

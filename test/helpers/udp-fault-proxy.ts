@@ -62,6 +62,8 @@ export class UdpFaultProxy {
   private held: (() => void)[] = [];
   private timers = new Set<NodeJS.Timeout>();
   readonly log: SeenRequest[] = [];
+  /** Failures of 'call' actions (a test should assert there are none). */
+  readonly errors: Error[] = [];
   /** Stop forwarding everything (a crashed network); requests are dropped. */
   blackhole = false;
 
@@ -173,9 +175,17 @@ export class UdpFaultProxy {
         this.held.push(() => this.forward(shard, m));
         return;
       case 'call':
-        void Promise.resolve(a.f()).then((what) => {
-          if (what === 'forward') this.forward(shard, m);
-        });
+        void Promise.resolve()
+          .then(() => a.f())
+          .then(
+            (what) => {
+              if (what === 'forward') this.forward(shard, m);
+            },
+            (err: Error) => {
+              process.stderr.write(`fault proxy: call action failed: ${err.stack ?? err}\n`);
+              this.errors.push(err);
+            },
+          );
         return;
     }
   }
