@@ -12,6 +12,7 @@ import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat, unlink, writeF
 import path from 'node:path';
 import { startEggsfs, tempDir, type Service } from './helpers/proc.js';
 import { startCluster, type TestCluster } from './helpers/cluster.js';
+import { mountEggsfs } from '../src/fuse/index.js';
 
 function sh(cmd: string, timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -210,6 +211,29 @@ test('EggsFS through a real FUSE mount', { timeout: 600_000 }, async (t) => {
     }
     assert.ok(sawMissing > 0, 'the file was absent while being written');
     assert.ok(sawComplete > 0, 'and complete afterwards');
+  });
+
+  await t.test('mountEggsfs (for eggsfs run --mount): a second mount sees the first one\'s files; kill -9 leaves a mount the next driver clears', async () => {
+    const mnt2 = path.join(work.path, 'mnt2');
+    await mkdir(mnt2);
+    await writeFile(m('shared'), 'from mount 1');
+    const handle = await mountEggsfs(mnt2, { shuckleUrl: cluster!.shuckleUrl });
+    try {
+      assert.equal(await readFile(path.join(mnt2, 'shared'), 'utf8'), 'from mount 1');
+      await writeFile(path.join(mnt2, 'back'), 'from mount 2');
+      assert.equal(await readFile(m('back'), 'utf8'), 'from mount 2');
+      handle.process.kill('SIGKILL');
+      await new Promise((r) => handle.process.once('exit', r));
+      assert.ok(mounted(mnt2), 'a killed driver leaves its mount');
+      const again = await mountEggsfs(mnt2, { shuckleUrl: cluster!.shuckleUrl });
+      assert.equal(await readFile(path.join(mnt2, 'back'), 'utf8'), 'from mount 2');
+      await again.unmount();
+    } finally {
+      await handle.unmount();
+    }
+    assert.ok(!mounted(mnt2));
+    await unlink(m('shared'));
+    await unlink(m('back'));
   });
 
   await t.test('a cluster restart under the mount: requests fail with EIO meanwhile, then work again', async () => {

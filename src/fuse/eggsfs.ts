@@ -42,6 +42,8 @@ export const DIR_ATTR_TTL_MS = 1_000;
 export const FILE_ATTR_TTL_MS = 3_600_000;
 /** How long a lookup/rename/readdir waits for a closed file's link to land. */
 export const LINK_WAIT_MS = 10_000;
+/** Attributes of linked files kept beyond the kernel's references (they never change). */
+const MAX_CACHED_FILE_ATTRS = 65_536;
 /** statfs asks shuckle at most this often. */
 const STATFS_CACHE_MS = 2_000;
 /** Stats issued at once to fill one readdirplus reply. */
@@ -155,6 +157,8 @@ export class EggsFs implements FuseFilesystem {
   private readonly nodes = new Map<bigint, Node>();
   private readonly pendingByName = new Map<string, Pending>();
   private readonly handles = new Map<bigint, Handle>();
+  /** id → attributes of files (immutable), oldest first; bounded. */
+  private readonly fileAttrs = new Map<bigint, { size: number; mtimeNs: bigint }>();
   private nextFh = 1n;
   private nextSynthetic = FIRST_SYNTHETIC_NODEID;
   private statfsCache: { atMs: number; value: StatfsReply } | undefined;
@@ -235,10 +239,27 @@ export class EggsFs implements FuseFilesystem {
     if (n.id === 0n) return; // pending: attributes are ours
     const fresh = n.kind === 'directory' ? monoMs() - n.fetchedAtMs < DIR_ATTR_TTL_MS : n.fetchedAtMs > -Infinity;
     if (fresh) return;
-    const st = await this.client.statId(n.id);
-    n.size = st.size;
-    n.mtimeNs = st.mtime + EGGS_EPOCH_NS;
+    const cached = n.kind === 'directory' ? undefined : this.fileAttrs.get(n.id);
+    if (cached) {
+      n.size = cached.size;
+      n.mtimeNs = cached.mtimeNs;
+    } else {
+      const st = await this.client.statId(n.id);
+      n.size = st.size;
+      n.mtimeNs = st.mtime + EGGS_EPOCH_NS;
+      if (n.kind !== 'directory') this.cacheFileAttrs(n.id, n.size, n.mtimeNs);
+    }
     n.fetchedAtMs = monoMs();
+  }
+
+  private cacheFileAttrs(id: bigint, size: number, mtimeNs: bigint): void {
+    this.fileAttrs.set(id, { size, mtimeNs });
+    if (this.fileAttrs.size > MAX_CACHED_FILE_ATTRS) this.fileAttrs.delete(this.fileAttrs.keys().next().value!);
+  }
+
+  /** Drops a node the kernel holds no reference to (it was only looked at). */
+  private dropIfUnreferenced(n: Node): void {
+    if (n.nlookup <= 0n && !n.pending && n.nodeid !== FUSE_ROOT_ID) this.nodes.delete(n.nodeid);
   }
 
   // ---- pending files -------------------------------------------------------------------------
@@ -286,7 +307,7 @@ export class EggsFs implements FuseFilesystem {
       n.mtimeNs = unixNowNs();
       n.fetchedAtMs = monoMs();
       // Also known under its real id, for lookups that return it.
-      if (!this.nodes.has(id)) this.nodes.set(id, { nodeid: id, id, kind: 'file', nlookup: 0n, size: p.written, mtimeNs: n.mtimeNs, fetchedAtMs: n.fetchedAtMs });
+      this.cacheFileAttrs(id, p.written, n.mtimeNs);
     } catch (err) {
       p.linkError = err as Error;
       log.warn(`${p.name}: could not link the file: ${(err as Error).message}`);
@@ -618,7 +639,10 @@ export class EggsFs implements FuseFilesystem {
         const n = nodes[j];
         const ino = this.nodeidOf(e.id);
         const entry = n ? { nodeid: n.nodeid, generation: 0n, attr: this.attrOf(n), entryTtlMs: ENTRY_TTL_MS, attrTtlMs: this.attrTtl(n) } : undefined;
-        if (!out.add({ name: e.name, ino, mode: modeOf(e.type), nextOffset: BigInt(i + 1), entry })) return;
+        if (!out.add({ name: e.name, ino, mode: modeOf(e.type), nextOffset: BigInt(i + 1), entry })) {
+          for (const rest of nodes.slice(j)) if (rest) this.dropIfUnreferenced(rest);
+          return;
+        }
         if (n) n.nlookup++;
       }
     }

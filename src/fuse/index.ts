@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EggsClient, type ClientOptions } from '../client/index.js';
 import { EggsFs } from './eggsfs.js';
-import { lazyUnmount, mountFuse, type FuseSession } from './kernel.js';
+import { clearStaleMount, lazyUnmount, mountFuse, type FuseSession } from './kernel.js';
 
 export { EggsFs } from './eggsfs.js';
 export { mountFuse, lazyUnmount, type FuseSession } from './kernel.js';
@@ -29,6 +29,7 @@ export interface ServedMount {
 
 /** Connects a client and serves it at `mountpoint` from this process. */
 export async function serveEggsfs(mountpoint: string, clientOptions: ClientOptions, opts: ServeOptions = {}): Promise<ServedMount> {
+  await clearStaleMount(mountpoint);
   const client = await EggsClient.connect(clientOptions);
   const fs = new EggsFs(client, { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, mountpoint: realpathSync(mountpoint) });
   let session: FuseSession;

@@ -214,8 +214,20 @@ export async function lazyUnmount(mountpoint: string): Promise<boolean> {
   return false;
 }
 
+/** A driver killed with -9 leaves its mount behind ("transport endpoint is not connected"): remove it. */
+export async function clearStaleMount(mountpoint: string): Promise<void> {
+  try {
+    statSync(mountpoint);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') throw err;
+    if (!(await lazyUnmount(mountpoint))) throw err;
+    log.warn(`${mountpoint}: removed a stale mount left by a dead driver`);
+  }
+}
+
 /** Mounts `fs` at `mountpoint` and serves it until unmounted. */
 export async function mountFuse(mountpoint: string, fs: FuseFilesystem, opts: MountOptions = {}): Promise<FuseSession> {
+  await clearStaleMount(mountpoint);
   const st = statSync(mountpoint);
   if (!st.isDirectory()) throw new FuseError(E.ENOTDIR, `mount ${mountpoint}: not a directory`);
   const fd = openSync('/dev/fuse', 'r+');
