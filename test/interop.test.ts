@@ -18,7 +18,7 @@ import { crc32c, crcToBytes } from '../src/proto/crc32c.js';
 import { eggsNow } from '../src/proto/time.js';
 import { EggsClient } from '../src/client/index.js';
 import { startCluster } from './helpers/cluster.js';
-import { freeUdpRange } from './helpers/ports.js';
+import { startUdpProxy } from './helpers/udp-proxy.js';
 
 // ------------------------------------------------------------------ the naive original client
 
@@ -220,74 +220,6 @@ function tcpExchange(host: string, port: number, req: Buffer, want: (got: Buffer
 const ORIGINAL_SHARD_KINDS = new Set([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0c, 0x0d, 0x0e, 0x15, 0x16, 0x17, 0x18, 0x20, 0x21]);
 const ORIGINAL_CDC_KINDS = new Set([0x01, 0x02, 0x03, 0x04]);
 
-interface Proxy {
-  shardBase: number;
-  cdcPort: number;
-  seen: Map<string, number>;
-  refused: string[];
-  close(): void;
-}
-
-/** Binds `port` on loopback, or resolves undefined if it is taken. */
-function bindUdp(port: number): Promise<dgram.Socket | undefined> {
-  return new Promise((resolve) => {
-    const s = dgram.createSocket('udp4');
-    s.once('error', () => {
-      s.close();
-      resolve(undefined);
-    });
-    s.bind(port, '127.0.0.1', () => resolve(s));
-  });
-}
-
-/** Forwards shard/CDC datagrams of original kinds to the real servers; drops (and records) others. */
-async function originalProtocolProxy(realShardBase: number, realCdcPort: number): Promise<Proxy> {
-  const PROXY_PORTS = 257;
-  // Front sockets first (a port seen free may be taken by the time we bind: retry with another range).
-  let base = 0;
-  let fronts: dgram.Socket[] = [];
-  for (let attempt = 0; attempt < 10 && fronts.length < PROXY_PORTS; attempt++) {
-    base = await freeUdpRange(PROXY_PORTS);
-    const got = await Promise.all([...Array(PROXY_PORTS).keys()].map((i) => bindUdp(base + i)));
-    fronts = got.filter((s): s is dgram.Socket => s !== undefined);
-    if (fronts.length < PROXY_PORTS) {
-      for (const s of fronts) s.close();
-      fronts = [];
-    }
-  }
-  assert.equal(fronts.length, PROXY_PORTS, 'could not bind the proxy ports');
-  const seen = new Map<string, number>();
-  const refused: string[] = [];
-  const sockets: dgram.Socket[] = [...fronts];
-  const wire = (front: dgram.Socket, target: number, proto: 'shard' | 'cdc') =>
-    new Promise<void>((resolve) => {
-      const back = dgram.createSocket('udp4');
-      const clients = new Map<bigint, { address: string; port: number }>();
-      front.on('message', (msg, rinfo) => {
-        const magicOk = msg.length >= 13 && msg.readUInt32LE(0) === (proto === 'shard' ? SHARD_PROTOCOL.magic : CDC_PROTOCOL.magic);
-        const kind = magicOk ? msg[12]! : -1;
-        const allowed = proto === 'shard' ? ORIGINAL_SHARD_KINDS.has(kind) : ORIGINAL_CDC_KINDS.has(kind);
-        const key = `${proto}:0x${kind.toString(16)}`;
-        if (!allowed) {
-          refused.push(key);
-          return;
-        }
-        seen.set(key, (seen.get(key) ?? 0) + 1);
-        clients.set(msg.readBigUInt64LE(4), { address: rinfo.address, port: rinfo.port });
-        back.send(msg, target, '127.0.0.1');
-      });
-      back.on('message', (msg) => {
-        const c = clients.get(msg.readBigUInt64LE(4));
-        if (c) front.send(msg, c.port, c.address);
-      });
-      sockets.push(back);
-      back.bind(0, '127.0.0.1', () => resolve());
-    });
-  await Promise.all(fronts.slice(0, 256).map((f, s) => wire(f, realShardBase + s, 'shard')));
-  await wire(fronts[256]!, realCdcPort, 'cdc');
-  return { shardBase: base, cdcPort: base + 256, seen, refused, close: () => sockets.forEach((s) => s.close()) };
-}
-
 // ------------------------------------------------------------------ the tests
 
 test('interoperability with the original protocol, both directions', { timeout: 180_000 }, async (t) => {
@@ -335,9 +267,11 @@ test('interoperability with the original protocol, both directions', { timeout: 
   });
 
   await t.test('our client needs only the original request kinds', async () => {
-    const proxy = await originalProtocolProxy(shardBasePort, cdcPort);
+    const proxy = await startUdpProxy(shardBasePort, cdcPort, {
+      allow: (proto, kind) => (proto === 'shard' ? ORIGINAL_SHARD_KINDS : ORIGINAL_CDC_KINDS).has(kind),
+    });
     t.after(() => proxy.close());
-    const c = await EggsClient.connect({ shardBasePort: proxy.shardBase, cdcPort: proxy.cdcPort, spanBytes: 1 << 20 });
+    const c = await EggsClient.connect({ shardBasePort: proxy.shardBasePort, cdcPort: proxy.cdcPort, spanBytes: 1 << 20 });
     t.after(() => c.close());
     await c.mkdir('/p');
     await c.mkdir('/p/d');

@@ -67,7 +67,10 @@ export function pathError(op: string, path: string, err: unknown, subject?: stri
   if (err instanceof PathError) return err;
   if (err instanceof EggsError) {
     const what = describeError(err.code);
-    const detail = err.code === ErrorCode.TIMEOUT ? `${what}: ${err.message.replace(/^TIMEOUT: /, '')}` : what;
+    // Timeouts, and data the client could not read (INTERNAL_ERROR raised by the client itself, e.g.
+    // a span with too many blocks lost), carry words worth showing after the code's description.
+    const own = err.code === ErrorCode.TIMEOUT || err.code === ErrorCode.INTERNAL_ERROR ? err.message.replace(/^[A-Z_]+(: )?/, '') : '';
+    const detail = own ? `${what}: ${own}` : what;
     return new PathError(op, path, err.code, subject ? `${detail} ${subject}` : detail, err);
   }
   return err instanceof Error ? err : new Error(String(err));
