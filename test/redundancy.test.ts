@@ -139,6 +139,12 @@ test('one service lost beyond P gives an error naming the file and its bytes', a
         assert.match(e.message, new RegExp(`file 0x${hex} bytes ${span.byteOffset}\\.\\.${end} \\(parity ${D}\\+${P}\\): only ${D - 1} of ${D + P} blocks readable, ${D} needed`));
         return true;
       });
+      if (parity === 0x21) {
+        // What a person sees: the CLI names the path, the span's offset, the file and the cause.
+        const cat = await runEggsfs(['cat', `/f-${formatParity(parity)}-${3 * SPAN_BYTES + 12_345}`], { env: { EGGSFS_SHUCKLE: cluster.shuckleUrl } });
+        assert.notEqual(cat.code, 0);
+        assert.match(cat.stderr, new RegExp(`cat /f-1\\+2-\\d+: .*cannot read span at offset ${span.byteOffset} of file 0x${hex}.*only 0 of 3 blocks readable`));
+      }
     });
   }
 });

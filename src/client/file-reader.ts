@@ -192,7 +192,7 @@ export async function blockSpanData(core: ClientCore, span: Span, fileId?: bigin
   if (good < d) {
     throw new EggsError(
       ErrorCode.INTERNAL_ERROR,
-      `${describeSpan(fileId, span)}: only ${good} of ${total} blocks readable, ${d} needed, more than ${total - d} lost: ${errors.join('; ')}`,
+      `cannot read span at offset ${span.offset} of ${describeSpan(fileId, span)}: only ${good} of ${total} blocks readable, ${d} needed, more than ${total - d} lost: ${errors.join('; ')}`,
     );
   }
   let data: Buffer;
