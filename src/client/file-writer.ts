@@ -37,6 +37,7 @@ const ZERO_CHUNK = Buffer.alloc(64 * 1024);
 // writes the failed span again. The shard has meanwhile had time to learn from shuckle that the
 // service is stale and places the blocks elsewhere. Bounded: FAILOVER_ATTEMPTS, with backoff.
 const FAILOVER_ATTEMPTS = 6;
+/** Doubling waits (1, 2, 4, 8, 16 s: about 30 s in all) give shuckle and the shard time to mark a dead service stale. */
 const FAILOVER_BACKOFF_MS = 1_000;
 /**
  * Spans remembered for a failover (about 100 bytes each); a file longer than this (256 GiB of 64 MiB
@@ -239,8 +240,9 @@ export class EggsFileWriter implements FileWriter {
       } catch (err) {
         // Past FAILOVER_MAX_SPANS the spans written are no longer remembered: the file fails.
         if (!(err instanceof SpanPlacementError) || attempt >= FAILOVER_ATTEMPTS || this.history === null) throw err;
-        log.warn(`writing ${this.name.toString()}: ${err.message}; retrying on a new transient file in ${FAILOVER_BACKOFF_MS * attempt} ms (failover ${attempt} of ${FAILOVER_ATTEMPTS - 1})`);
-        await new Promise((r) => setTimeout(r, FAILOVER_BACKOFF_MS * attempt));
+        const waitMs = FAILOVER_BACKOFF_MS * 2 ** (attempt - 1);
+        log.warn(`writing ${this.name.toString()}: ${err.message}; retrying on a new transient file in ${waitMs} ms (failover ${attempt} of ${FAILOVER_ATTEMPTS - 1})`);
+        await new Promise((r) => setTimeout(r, waitMs));
       }
     }
   }
