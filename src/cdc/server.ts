@@ -12,6 +12,7 @@
 // transaction; anything else (late, duplicated, foreign, garbled) is dropped.
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import { Worker } from 'node:worker_threads';
 import { DecodeError, decode } from '../proto/bincode.js';
 import { DEFAULT_CDC_KEY } from '../proto/crypto.js';
 import {
@@ -39,6 +40,7 @@ import {
 } from './limits.js';
 import { LockScheduler, type Lockable } from './locks.js';
 import { CdcStore, type SyncMode, type TxnRow } from './store.js';
+import type { WorkerReply, WriteBatch } from './store-worker.js';
 import { TXNS, type ShardAnswer, type StepResult, type TxnContext, type TxnDef } from './transactions.js';
 
 const log = logger('cdc');
@@ -96,6 +98,8 @@ interface Txn extends Lockable {
   lockKeys: string[];
   /** Loaded from the database at start-up (debug crash points never fire for these). */
   resumed: boolean;
+  /** Its completion is committed: retries may be answered from the stored response. */
+  persistedDone: boolean;
 }
 
 type Outgoing = { t: 'shard'; txn: Txn; req: InFlight } | { t: 'reply'; txn: Txn };
@@ -121,6 +125,10 @@ export class CdcServer {
   private outbox: Outgoing[] = [];
   private flushScheduled = false;
   private flushes = 0;
+  /** The batch the writer thread is committing (one at a time, in order). */
+  private committing: { seq: number; out: Outgoing[]; done: Txn[] } | undefined;
+  private writer: Worker | undefined;
+  private onIdle: (() => void) | undefined;
   private nextTxnId: number;
   private nextShardRequestId: bigint;
   private nextDirectoryId: bigint;
@@ -161,6 +169,14 @@ export class CdcServer {
 
   async start(): Promise<void> {
     this.recover();
+    // Recovery read the database on this thread; from now on only the writer thread touches it.
+    this.store.close();
+    this.writer = new Worker(new URL('./store-worker.js', import.meta.url), { workerData: { dir: this.opts.dir, sync: this.opts.sync } });
+    this.writer.on('message', (r: WorkerReply) => this.onCommitted(r));
+    this.writer.on('error', (err) => {
+      log.error(`database writer failed: ${err.message}; exiting`);
+      process.exit(1);
+    });
     for (const s of [this.clientSock, this.shardSock]) {
       s.on('error', (err) => log.warn(`socket error: ${err.message}`));
     }
@@ -239,6 +255,7 @@ export class CdcServer {
       startedTime: row.startedTime,
       lockKeys: req ? dedupKeys((TXNS[kindName] as TxnDef<any>).locks(req)) : [],
       resumed: true,
+      persistedDone: row.done,
     };
   }
 
@@ -261,7 +278,7 @@ export class CdcServer {
     const prev = this.dedup.get(dedupKey);
     if (prev && prev.kind === d.decl.kind && prev.body.equals(body)) {
       // A retry of a request we have: answer it again if done, else its answer is still to come.
-      if (prev.done && !this.dirty.has(prev)) this.sendReply(prev);
+      if (prev.persistedDone) this.sendReply(prev);
       return;
     }
     const kindName = d.decl.name as CdcKindName;
@@ -284,6 +301,7 @@ export class CdcServer {
       startedTime: 0n,
       lockKeys: dedupKeys((TXNS[kindName] as TxnDef<any>).locks(d.body)),
       resumed: false,
+      persistedDone: false,
     };
     if (!this.scheduler.submit(t)) {
       // Queue full: nothing was done, TIMEOUT tells the client to try again (its transport does).
@@ -384,30 +402,56 @@ export class CdcServer {
     }
   }
 
-  /** Group commit: persist every changed transaction at once, then send what they describe. */
+  /**
+   * Group commit: hand every changed transaction to the writer thread in one batch; what the batch
+   * describes (shard requests, replies) is sent when it is committed. One batch at a time: changes
+   * made meanwhile wait for the next one.
+   */
   private flush(): void {
     this.flushScheduled = false;
-    if (this.dirty.size === 0 && this.outbox.length === 0) return;
+    if (this.committing || (this.dirty.size === 0 && this.outbox.length === 0)) return;
     const now = eggsNow();
     const rows: TxnRow[] = [];
-    for (const t of this.dirty) rows.push(this.rowOf(t, now));
+    const done: Txn[] = [];
+    for (const t of this.dirty) {
+      rows.push(this.rowOf(t, now));
+      if (t.done) done.push(t);
+    }
     this.dirty.clear();
     const out = this.outbox;
     this.outbox = [];
-    try {
-      this.store.write(rows, this.counterDirty ? this.nextDirectoryId : undefined);
-    } catch (err) {
+    const seq = ++this.flushes;
+    const batch: WriteBatch = {
+      seq,
+      rows,
+      nextDirectoryId: this.counterDirty ? this.nextDirectoryId : undefined,
+      pruneBelowId: seq % PRUNE_EVERY_FLUSHES === 0 ? this.nextTxnId - DEDUP_CAPACITY : undefined,
+    };
+    this.counterDirty = false;
+    this.committing = { seq, out, done };
+    this.writer!.postMessage(batch);
+  }
+
+  private onCommitted(r: WorkerReply): void {
+    const c = this.committing;
+    assert(c && c.seq === r.seq, `commit ${r.seq} answered out of order`);
+    if (!r.ok) {
       // Without durable state we must not send anything; stop and let a restart resume.
-      log.error(`cannot persist transactions: ${(err as Error).message}; exiting`);
+      log.error(`cannot persist transactions: ${r.message}; exiting`);
       process.exit(1);
     }
-    this.counterDirty = false;
-    if (this.crash?.phase === 'persisted' && out.some((o) => o.t === 'shard' && this.crashMatches(o.txn))) this.crashNow();
-    for (const o of out) {
-      if (o.t === 'reply') this.sendReply(o.txn);
-      else if (o.txn.inFlight === o.req) this.sendShard(o.txn, o.req);
+    this.committing = undefined;
+    for (const t of c.done) t.persistedDone = true;
+    if (this.crash?.phase === 'persisted' && c.out.some((o) => o.t === 'shard' && this.crashMatches(o.txn))) this.crashNow();
+    if (!this.closed) {
+      for (const o of c.out) {
+        if (o.t === 'reply') this.sendReply(o.txn);
+        else if (o.txn.inFlight === o.req) this.sendShard(o.txn, o.req);
+      }
     }
-    if (++this.flushes % PRUNE_EVERY_FLUSHES === 0) this.store.prune(this.nextTxnId - DEDUP_CAPACITY);
+    // Whatever changed while this batch was committing goes next.
+    this.flush();
+    if (!this.committing && this.onIdle) this.onIdle();
   }
 
   private rowOf(t: Txn, now: bigint): TxnRow {
@@ -494,14 +538,22 @@ export class CdcServer {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    // Persist what is pending; answers not yet sent are resent by clients and resumed on restart.
     this.flush();
+    if (this.committing) await new Promise<void>((r) => (this.onIdle = r));
     this.closed = true;
     for (const t of this.inFlight.values()) if (t.inFlight?.timer) clearTimeout(t.inFlight.timer);
     await Promise.all([
       new Promise<void>((r) => this.clientSock.close(() => r())),
       new Promise<void>((r) => this.shardSock.close(() => r())),
     ]);
-    this.store.close();
+    if (this.writer) {
+      const w = this.writer;
+      await new Promise<void>((r) => {
+        w.once('exit', () => r());
+        w.postMessage('close');
+      });
+    }
   }
 }
 
