@@ -7,12 +7,19 @@ import type { EggsClient } from '../client/index.js';
 
 /** A read this far past the stream's position pulls the stream forward instead of restarting. */
 const SKIP_AHEAD_MAX_BYTES = 16 << 20;
-/** Chunks kept behind the latest read, for reads the kernel issued in parallel and out of order. */
-const KEEP_BEHIND_BYTES = 4 << 20;
+/**
+ * A chunk is dropped once all its bytes have been read (the kernel reads each page once; its
+ * parallel read-ahead requests reach us in any order), or once it lies this far behind a read.
+ */
+const KEEP_BEHIND_BYTES = 64 << 20;
+
+const TRACE = process.env.EGGSFS_FUSE_TRACE_READS === '1';
 
 interface Chunk {
   start: number;
   data: Buffer;
+  /** Bytes of this chunk handed out so far. */
+  served: number;
 }
 
 export class SequentialReader {
@@ -54,33 +61,42 @@ export class SequentialReader {
   private async readNow(offset: number, size: number): Promise<Buffer> {
     const end = Math.min(offset + size, this.fileSize);
     if (offset >= end || this.closed) return Buffer.alloc(0);
+    // Usable: the offset lies in a chunk we still hold, or at/after the stream's position.
+    const held = this.chunks.some((c) => offset >= c.start && offset < c.start + c.data.length);
     const first = this.chunks[0]?.start ?? this.streamPos;
-    const usable = this.iter && offset >= first && offset <= this.streamPos + SKIP_AHEAD_MAX_BYTES;
-    if (!usable) this.restart(offset);
+    const usable = this.iter && (held || (offset >= this.streamPos && offset <= this.streamPos + SKIP_AHEAD_MAX_BYTES));
+    if (!usable) {
+      if (TRACE) process.stderr.write(`reader restart at ${offset} (stream at ${this.streamPos}, first ${first})\n`);
+      this.restart(offset);
+    }
     while (this.streamPos < end) {
+      const t0 = TRACE ? performance.now() : 0;
       const r = await this.iter!.next();
+      if (TRACE) process.stderr.write(`reader waited ${(performance.now() - t0).toFixed(1)} ms for ${r.done ? 0 : r.value.length} bytes at ${this.streamPos} (request ${offset})\n`);
       if (r.done) break;
-      this.chunks.push({ start: this.streamPos, data: r.value });
+      this.chunks.push({ start: this.streamPos, data: r.value, served: 0 });
       this.streamPos += r.value.length;
     }
     const outBytes = Math.max(0, Math.min(end, this.streamPos) - offset);
-    // Drop what lies well behind this read.
-    while (this.chunks.length > 1 && this.chunks[0]!.start + this.chunks[0]!.data.length < offset - KEEP_BEHIND_BYTES) this.chunks.shift();
-    // Usually the whole read lies in one chunk (a span): hand out a view, no copy.
-    for (const c of this.chunks) {
-      if (c.start <= offset && offset + outBytes <= c.start + c.data.length) return c.data.subarray(offset - c.start, offset - c.start + outBytes);
-    }
-    const out = Buffer.allocUnsafe(outBytes);
+    let out: Buffer | undefined;
     let filled = 0;
     for (const c of this.chunks) {
       const cEnd = c.start + c.data.length;
-      if (cEnd <= offset || c.start >= offset + out.length) continue;
+      if (cEnd <= offset || c.start >= offset + outBytes) continue;
       const from = Math.max(offset, c.start);
-      const to = Math.min(offset + out.length, cEnd);
-      c.data.copy(out, from - offset, from - c.start, to - c.start);
+      const to = Math.min(offset + outBytes, cEnd);
+      c.served += to - from;
+      if (from === offset && to === offset + outBytes) {
+        out = c.data.subarray(from - c.start, to - c.start); // within one chunk (a span): a view, no copy
+      } else {
+        out ??= Buffer.allocUnsafe(outBytes);
+        c.data.copy(out, from - offset, from - c.start, to - c.start);
+      }
       filled += to - from;
     }
-    if (filled !== out.length) throw new Error(`read of ${out.length} bytes at ${offset} assembled ${filled}`);
-    return out;
+    if (filled !== outBytes) throw new Error(`read of ${outBytes} bytes at ${offset} assembled ${filled}`);
+    // Forget chunks read in full, and anything far behind.
+    this.chunks = this.chunks.filter((c) => c.served < c.data.length && c.start + c.data.length >= offset - KEEP_BEHIND_BYTES);
+    return out ?? Buffer.alloc(0);
   }
 }
