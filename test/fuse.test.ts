@@ -62,7 +62,8 @@ test('EggsFS through a real FUSE mount', { timeout: 600_000 }, async (t) => {
   cluster = await startCluster({ blockServices: 3 });
   clusters.push(cluster);
   const startMount = async () => {
-    mount = startEggsfs(['mount', mnt, '--shuckle', cluster!.shuckleUrl, '--timeout-ms', '500']);
+    // Small spans, so that modest files have many and reads cross span boundaries.
+    mount = startEggsfs(['mount', mnt, '--shuckle', cluster!.shuckleUrl, '--timeout-ms', '500', '--span-bytes', String(256 * 1024)]);
     await mount.waitFor(/^ready mount /);
   };
   await startMount();
@@ -117,6 +118,39 @@ test('EggsFS through a real FUSE mount', { timeout: 600_000 }, async (t) => {
     await fh.write(Buffer.from('678'));
     await fh.close();
     assert.equal(await readFile(m('growing'), 'utf8'), '12345678');
+  });
+
+  await t.test('reads at any offset, in any order, across spans, are byte-exact', async () => {
+    const data = randomBytes(5 * 1024 * 1024 + 333);
+    await writeFile(m('spans'), data);
+    await ok('echo 3 > /proc/sys/vm/drop_caches');
+    const fh = await open(m('spans'), 'r');
+    try {
+      // Backwards, forwards, straddling span boundaries, past the end.
+      const offsets = [4_000_000, 0, 262_000, 5 * 1024 * 1024, 1_000_000, 999_999, 3 * 262_144 - 7, data.length - 10, data.length + 5];
+      for (let i = 0; i < 40; i++) offsets.push(Math.floor(Math.random() * data.length));
+      for (const off of offsets) {
+        const buf = Buffer.alloc(70_000);
+        const { bytesRead } = await fh.read(buf, 0, buf.length, off);
+        const want = data.subarray(off, off + buf.length);
+        assert.equal(bytesRead, want.length, `bytes read at ${off}`);
+        assert.ok(buf.subarray(0, bytesRead).equals(want), `bytes at ${off}`);
+      }
+      // Many reads in flight on one descriptor.
+      const parallel = await Promise.all(
+        Array.from({ length: 16 }, async (_, i) => {
+          const b = Buffer.alloc(300_000);
+          const off = (i * 317_000) % data.length;
+          const { bytesRead } = await fh.read(b, 0, b.length, off);
+          return b.subarray(0, bytesRead).equals(data.subarray(off, off + b.length));
+        }),
+      );
+      assert.deepEqual(parallel, Array(16).fill(true));
+    } finally {
+      await fh.close();
+    }
+    assert.equal(md5(await readFile(m('spans'))), md5(data));
+    await unlink(m('spans'));
   });
 
   await t.test('immutable files: rewriting, truncating, appending and writing out of order fail with EROFS', async () => {
