@@ -34,7 +34,6 @@ export interface FsckOptions {
 export type ProblemKind =
   | 'shard-unreachable'
   | 'unreachable-directory'
-  | 'directory-reached-twice'
   | 'parent-mismatch'
   | 'missing-parent'
   | 'locked-edge'
@@ -242,10 +241,8 @@ async function check(tr: UdpTransport, opts: FsckOptions): Promise<FsckReport> {
       for (const e of d.edges) {
         if (!e.current || inodeType(e.target) !== InodeType.DIRECTORY) continue;
         const p = edgePath(e);
-        if (paths.has(e.target)) {
-          problem('directory-reached-twice', `directory ${formatInodeId(e.target)} is reached twice: as ${paths.get(e.target)} and as ${p}`);
-          continue;
-        }
+        // A second way in is reported once below, as a directory with two entries.
+        if (paths.has(e.target)) continue;
         paths.set(e.target, p);
         queue.push(e.target);
       }
