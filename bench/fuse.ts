@@ -16,8 +16,8 @@ import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startEggsfs, tempDir, type Service } from '../test/helpers/proc.js';
-import { startCluster, type TestCluster } from '../test/helpers/cluster.js';
+import type { Service } from '../test/helpers/proc.js';
+import type { TestCluster } from '../test/helpers/cluster.js';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -154,6 +154,9 @@ function fmt(n: number): string {
 }
 
 async function main(): Promise<void> {
+  // Loaded here, not at the top: the metadata child process needs none of it.
+  const { startEggsfs, tempDir } = await import('../test/helpers/proc.js');
+  const { startCluster } = await import('../test/helpers/cluster.js');
   const mib = arg('mib', 1024);
   const files = arg('files', 10_000);
   const bytes = mib * 1024 * 1024;

@@ -55,6 +55,12 @@ const CONGESTION_THRESHOLD = 48;
 /** Read-ahead we ask the kernel for (it caps this at its own proposal; see raiseReadAhead). */
 const MAX_READAHEAD_BYTES = 8 << 20;
 const UNMOUNT_GRACE_MS = 2_000;
+/**
+ * A request still unanswered after this long gets EIO, so that no bug or lost peer can leave a
+ * process stuck in the kernel forever (the client's own timeouts normally answer long before).
+ */
+export const REQUEST_DEADLINE_MS = 180_000;
+const DEADLINE_SWEEP_MS = 5_000;
 
 /** An error with an errno, for a filesystem method to throw. */
 export class FuseError extends Error {
@@ -251,7 +257,8 @@ class Session implements FuseSession {
   private resolveClosed!: () => void;
   private readonly workers: Worker[] = [];
   private liveReaders = 0;
-  private readonly inFlight = new Map<bigint, { opcode: number; replied: boolean }>();
+  private readonly inFlight = new Map<bigint, { opcode: number; replied: boolean; startMs: number }>();
+  private sweeper: NodeJS.Timeout | undefined;
   private ended = false;
   private connection: { major: number; minor: number } | undefined;
   private destroyed = false;
@@ -267,6 +274,8 @@ class Session implements FuseSession {
 
   start(readers: number): void {
     if (!(readers >= 1 && readers <= 64)) throw new RangeError(`readers must be 1..64, got ${readers}`);
+    this.sweeper = setInterval(() => this.sweepDeadlines(), DEADLINE_SWEEP_MS);
+    this.sweeper.unref();
     const url = new URL('./reader-worker.js', import.meta.url);
     for (let i = 0; i < readers; i++) {
       const w = new Worker(url, { workerData: { fd: this.fd, bufferBytes: READ_BUFFER_BYTES } });
@@ -280,6 +289,15 @@ class Session implements FuseSession {
         this.onReaderEnd('error');
       });
       this.workers.push(w);
+    }
+  }
+
+  private sweepDeadlines(): void {
+    const now = performance.now();
+    for (const [unique, f] of this.inFlight) {
+      if (now - f.startMs < REQUEST_DEADLINE_MS) continue;
+      log.error(`${OP_NAMES[f.opcode] ?? f.opcode} request ${unique} unanswered after ${REQUEST_DEADLINE_MS} ms: answering EIO`);
+      this.replyError(unique, E.EIO);
     }
   }
 
@@ -302,6 +320,7 @@ class Session implements FuseSession {
       }
     }
     logOpStats();
+    clearInterval(this.sweeper);
     this.resolveClosed();
   }
 
@@ -395,7 +414,7 @@ class Session implements FuseSession {
         this.replyOk(h.unique);
         return;
     }
-    this.inFlight.set(h.unique, { opcode: h.opcode, replied: false });
+    this.inFlight.set(h.unique, { opcode: h.opcode, replied: false, startMs: performance.now() });
     const startNs = STATS ? process.hrtime.bigint() : 0n;
     this.serve(h, body).then(
       (payload) => {
