@@ -8,7 +8,7 @@ import { decode } from '../proto/bincode.js';
 import { blockEraseCertificate, blockEraseProof, blockWriteProof, cbcMac, macEquals } from '../proto/crypto.js';
 import { crc32c, crcFromBytes, crcToBytes } from '../proto/crc32c.js';
 import { eggsNow } from '../proto/time.js';
-import { ByteBudget, ExactReader, writeWithDrain } from '../util/exact-reader.js';
+import { ByteBudget, ExactReader, ReadTimeoutError, ShortReadError, writeWithDrain } from '../util/exact-reader.js';
 import type { Logger } from '../util/log.js';
 import type { BlockStore } from './store.js';
 
@@ -94,7 +94,9 @@ export class BlockServer {
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     const reader = new ExactReader(socket, { highWaterBytes: this.limits.connectionBufferBytes, idleTimeoutMs: this.limits.idleTimeoutMs, budget: this.budget });
     this.session(socket, reader).catch((err: Error) => {
-      const level = err instanceof Refusal ? 'warn' : 'info';
+      // A peer hanging up or going silent is routine; a refusal is worth a warning; anything
+      // else (ENOSPC, EIO, ...) is our problem.
+      const level = err instanceof ShortReadError || err instanceof ReadTimeoutError ? 'info' : err instanceof Refusal ? 'warn' : 'error';
       this.log[level](`${this.store.dir}: closing connection from ${peer}: ${err.message}`);
       socket.destroy();
     });
