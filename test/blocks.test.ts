@@ -479,3 +479,26 @@ describe('block service durability and process', () => {
     assert.match(svc.stderr(), /storage-class/);
   });
 });
+
+describe('block client errors', () => {
+  test('a silent service times out and a closed port is refused, each error naming the service and the cause', async () => {
+    const silent = net.createServer(() => {});
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    const port = (silent.address() as net.AddressInfo).port;
+    const client = new BlockClient({ ioTimeoutMs: 300, connectTimeoutMs: 1_000 });
+    try {
+      const err = await client.fetch({ ip: '127.0.0.1', port }, 0x1234n).catch((e: unknown) => e);
+      assert.ok(err instanceof BlockServiceError);
+      assert.equal(err.address, `127.0.0.1:${port}`);
+      assert.equal(err.op, 'fetch');
+      assert.match(err.message, new RegExp(`block service 127\\.0\\.0\\.1:${port}: fetch of block 0x0000000000001234 failed: timed out`));
+      const closedPort = await freeTcpPort();
+      const err2 = await client.stats({ ip: '127.0.0.1', port: closedPort }).catch((e: unknown) => e);
+      assert.ok(err2 instanceof BlockServiceError);
+      assert.match(err2.message, /could not connect \(ECONNREFUSED\)/);
+    } finally {
+      client.close();
+      silent.close();
+    }
+  });
+});
