@@ -22,3 +22,5 @@ export const MAX_DIRECTORY_DEPTH = 4_096;
 export const SOCKET_BUFFER_BYTES = 8 << 20;
 /** Shuckle: re-register our address and refresh shard addresses this often. */
 export const SHUCKLE_REFRESH_MS = 10_000;
+/** A request for a shard whose address shuckle has not told us triggers a refresh, at most this often. */
+export const SHUCKLE_MISS_REFRESH_MS = 1_000;

@@ -6,7 +6,7 @@ import { CDC_PORT, DEFAULT_HOST, SHARD_BASE_PORT } from '../proto/ports.js';
 import { SHARD_COUNT } from '../proto/ids.js';
 import { UsageError, parseIntArg } from '../util/args.js';
 import { announceReady, logger } from '../util/log.js';
-import { DEFAULT_SHARD_TIMEOUT_MS, MAX_TXNS_QUEUED, MAX_TXNS_RUNNING, SHUCKLE_REFRESH_MS } from './limits.js';
+import { DEFAULT_SHARD_TIMEOUT_MS, MAX_TXNS_QUEUED, MAX_TXNS_RUNNING, SHUCKLE_MISS_REFRESH_MS, SHUCKLE_REFRESH_MS } from './limits.js';
 import { CdcServer, type Address } from './server.js';
 
 const log = logger('cdc');
@@ -67,9 +67,16 @@ export async function run(argv: string[]): Promise<number> {
   let book: (s: number) => Address | undefined;
   let shuckle: ShuckleClientOptions | undefined;
   const shuckleShards = new Map<number, Address>();
+  let refreshNow: () => void = () => undefined;
   if (values.shuckle) {
     shuckle = { url: values.shuckle, secret: await loadClusterSecret(values['secret-file']) };
-    book = (s) => shuckleShards.get(s);
+    // An unknown shard asks for a refresh (at most one per SHUCKLE_MISS_REFRESH_MS) instead of
+    // waiting for the periodic one.
+    book = (s) => {
+      const a = shuckleShards.get(s);
+      if (!a) refreshNow();
+      return a;
+    };
   } else {
     const host = values['shard-host'];
     book = (s) => ({ host, port: shardBasePort + s });
@@ -106,6 +113,12 @@ export async function run(argv: string[]): Promise<number> {
     };
     await refresh();
     refreshTimer = setInterval(() => void refresh(), SHUCKLE_REFRESH_MS);
+    let lastMissRefreshMs = 0;
+    refreshNow = () => {
+      if (Date.now() - lastMissRefreshMs < SHUCKLE_MISS_REFRESH_MS) return;
+      lastMissRefreshMs = Date.now();
+      void refresh();
+    };
   }
 
   announceReady('cdc', { host: values.bind, port: server.boundPort, dir: values.dir, pid: process.pid });
