@@ -3,7 +3,7 @@
 // request is served as its own async task, so many are in flight at once; whatever a filesystem
 // method throws becomes an errno reply (EIO if it names none): no request can take the mount down.
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, writevSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, writeSync, writevSync, statSync } from 'node:fs';
 import { stat as statAsync, writeFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -62,16 +62,21 @@ const UNMOUNT_GRACE_MS = 2_000;
 export const REQUEST_DEADLINE_MS = 180_000;
 const DEADLINE_SWEEP_MS = 5_000;
 
-/** An error with an errno, for a filesystem method to throw. */
+/**
+ * An error with an errno, for a filesystem method to throw. Thrown for every failed lookup, so it
+ * captures no stack trace (that capture cost more than serving the request).
+ */
 export class FuseError extends Error {
-  override readonly name = 'FuseError';
-  constructor(
-    readonly errno: number,
-    detail?: string,
-  ) {
+  readonly errno: number;
+  constructor(errno: number, detail?: string) {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(detail ?? `errno ${errno}`);
+    Error.stackTraceLimit = limit;
+    this.errno = errno;
   }
 }
+FuseError.prototype.name = 'FuseError';
 
 /** Positive errno for anything thrown by a filesystem method; EIO when it names none. */
 export function errnoOf(err: unknown): number {
@@ -347,12 +352,19 @@ class Session implements FuseSession {
     }
     let len = OUT_HEADER_BYTES;
     for (const p of parts) len += p.length;
-    const h = Buffer.allocUnsafe(OUT_HEADER_BYTES);
-    h.writeUInt32LE(len, 0);
-    h.writeInt32LE(-errno, 4);
-    h.writeBigUInt64LE(unique, 8);
     try {
-      writevSync(this.fd, [h, ...parts]);
+      if (len <= SMALL_REPLY_BYTES) {
+        // One buffer, one plain write: cheaper than gathering for the many small replies.
+        const b = Buffer.allocUnsafe(len);
+        writeOutHeader(b, len, errno, unique);
+        let at = OUT_HEADER_BYTES;
+        for (const p of parts) at += p.copy(b, at);
+        writeSync(this.fd, b);
+      } else {
+        const h = Buffer.allocUnsafe(OUT_HEADER_BYTES);
+        writeOutHeader(h, len, errno, unique);
+        writevSync(this.fd, [h, ...parts]);
+      }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       // ENOENT: the kernel no longer waits for this request (interrupted or aborted).
@@ -649,6 +661,14 @@ class Session implements FuseSession {
 }
 
 const NO_REPLY = Symbol('no reply');
+/** Replies up to this size are copied into one buffer (a read's data is written from where it lies). */
+const SMALL_REPLY_BYTES = 8192;
+
+function writeOutHeader(b: Buffer, len: number, errno: number, unique: bigint): void {
+  b.writeUInt32LE(len, 0);
+  b.writeInt32LE(-errno, 4);
+  b.writeBigUInt64LE(unique, 8);
+}
 
 /** EGGSFS_FUSE_STATS=1: per-opcode counts and service times, logged when the session ends. */
 const STATS = process.env.EGGSFS_FUSE_STATS === '1';
