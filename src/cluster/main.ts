@@ -160,7 +160,9 @@ class Child {
     log: WriteStream,
     verbose: boolean,
   ) {
-    this.proc = spawn(process.execPath, [EGGSFS_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Own process group: a Ctrl-C on the terminal reaches only `run`, which then stops the
+    // children in order (otherwise they would exit on their own and look like crashes).
+    this.proc = spawn(process.execPath, [EGGSFS_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const onLines = (stream: NodeJS.ReadableStream, isStdout: boolean) => {
       let partial = '';
       stream.setEncoding('utf8');
@@ -286,6 +288,10 @@ export async function run(argv: string[]): Promise<number> {
       finish(0);
     });
   };
+  // Whatever way this process ends, no child outlives it (they are in their own process groups).
+  process.on('exit', () => {
+    for (const c of children) if (!c.exit) c.proc.kill('SIGKILL');
+  });
   process.on('SIGINT', () => onSignal('SIGINT'));
   process.on('SIGTERM', () => onSignal('SIGTERM'));
 
