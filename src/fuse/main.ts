@@ -78,6 +78,10 @@ export async function run(argv: string[]): Promise<number> {
     log.info(`${sig}: unmounting ${mountpoint}`);
     void m.unmount();
   };
+  // Whatever goes wrong in the background (a bug, a peer misbehaving), the mount stays up: every
+  // request is answered on its own, so log and carry on rather than leave a dead mount behind.
+  process.on('uncaughtException', (err) => log.error(`unexpected error (the mount stays up): ${err.stack ?? err.message}`));
+  process.on('unhandledRejection', (err) => log.error(`unexpected rejection (the mount stays up): ${(err as Error)?.stack ?? String(err)}`));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   announceReady('mount', { mountpoint, shuckle: opts.shuckleUrl, pid: process.pid });
