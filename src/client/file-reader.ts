@@ -51,7 +51,7 @@ const usable = (flags: number) => (flags & (BLOCK_FLAG_STALE | BLOCK_FLAG_TERMIN
 
 // ---- redundancy: reading through lost, slow and corrupt blocks (issue 7) ----------------------
 /** A block fetch still outstanding after this long gets a spare (mirror or parity) fetched beside it. */
-export const BLOCK_HEDGE_MS = 1_000;
+export const BLOCK_HEDGE_MS = 2_000;
 /** Degraded reads are logged, at most one line per this interval (with a count of the others). */
 const DEGRADED_LOG_INTERVAL_MS = 2_000;
 /** A service whose fetch failed or was hedged around is tried last for this long. */
@@ -60,8 +60,8 @@ const SUSPECT_MS = 10_000;
 const MAX_SUSPECTS = 1024;
 /**
  * "ip:port" → until when (ms) the service is tried last (later spans go straight to spares), and
- * whether it was slow (timed out or hedged around) rather than refusing connections: writers fail
- * over at once from a slow service, where an attempt would cost a whole timeout.
+ * whether it timed out (rather than refusing connections, or being slower than the hedge delay):
+ * writers fail over at once from a service that timed out, where an attempt would cost a whole timeout.
  */
 const suspects = new Map<string, { untilMs: number; slow: boolean }>();
 
@@ -83,7 +83,7 @@ export function suspect(b: ServiceAddr, slow: boolean): void {
   suspects.set(key, { untilMs: Date.now() + SUSPECT_MS, slow: slow || (before !== undefined && before.slow && before.untilMs > Date.now()) });
 }
 
-/** Whether the service failed for this client recently (`slow`: only if it was slow). */
+/** Whether the service failed or was slow for this client recently (`slow`: only if it timed out). */
 export function isSuspect(b: ServiceAddr, slow = false): boolean {
   const key = serviceKey(b);
   const s = suspects.get(key);
@@ -185,7 +185,9 @@ export async function blockSpanData(core: ClientCore, span: Span, fileId?: bigin
     if (inflight === 0) finish();
     hedge = setInterval(() => {
       if (done) return;
-      for (const i of outstanding) suspect(blocks[i]!, true); // slow: later spans start elsewhere
+      // Slow: later spans start elsewhere. Not marked as timed out: a loaded machine is slow too,
+      // and writers must not fail over from a service that is merely slow.
+      for (const i of outstanding) suspect(blocks[i]!, false);
       if (!startNext()) clearInterval(hedge);
     }, BLOCK_HEDGE_MS);
   });
