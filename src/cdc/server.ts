@@ -100,6 +100,8 @@ interface Txn extends Lockable {
   resumed: boolean;
   /** Its completion is committed: retries may be answered from the stored response. */
   persistedDone: boolean;
+  /** Its row has been handed to the writer (later writes are updates without the request). */
+  inserted: boolean;
 }
 
 type Outgoing = { t: 'shard'; txn: Txn; req: InFlight } | { t: 'reply'; txn: Txn };
@@ -256,6 +258,7 @@ export class CdcServer {
       lockKeys: req ? dedupKeys((TXNS[kindName] as TxnDef<any>).locks(req)) : [],
       resumed: true,
       persistedDone: row.done,
+      inserted: true,
     };
   }
 
@@ -302,6 +305,7 @@ export class CdcServer {
       lockKeys: dedupKeys((TXNS[kindName] as TxnDef<any>).locks(d.body)),
       resumed: false,
       persistedDone: false,
+      inserted: false,
     };
     if (!this.scheduler.submit(t)) {
       // Queue full: nothing was done, TIMEOUT tells the client to try again (its transport does).
@@ -455,12 +459,16 @@ export class CdcServer {
   }
 
   private rowOf(t: Txn, now: bigint): TxnRow {
+    const update = t.inserted;
+    t.inserted = true;
     return {
       id: t.id,
-      clientAddr: t.clientAddr,
+      update,
+      // The request part is written once, with the first row.
+      clientAddr: update ? '' : t.clientAddr,
       clientRequestId: t.clientRequestId,
       kind: t.kind,
-      body: t.body,
+      body: update ? EMPTY : t.body,
       done: t.done,
       nextStep: t.done ? null : t.step,
       state: t.done ? null : stateToJson(t.state),
@@ -556,6 +564,8 @@ export class CdcServer {
     }
   }
 }
+
+const EMPTY = Buffer.alloc(0);
 
 function dedupKeys(keys: string[]): string[] {
   return [...new Set(keys)];

@@ -13,6 +13,8 @@ export type SyncMode = 'normal' | 'full';
 
 export interface TxnRow {
   id: number;
+  /** The row exists already: only the running/response columns are written (not the request). */
+  update: boolean;
   clientAddr: string;
   clientRequestId: bigint;
   kind: number;
@@ -68,6 +70,7 @@ const fromSql = (v: bigint) => BigInt.asUintN(64, v);
 export class CdcStore {
   readonly db: Database.Database;
   private readonly upsert: Database.Statement;
+  private readonly updateStmt: Database.Statement;
   private readonly setCounter: Database.Statement;
   private readonly pruneStmt: Database.Statement;
 
@@ -84,6 +87,9 @@ export class CdcStore {
       (id, client_addr, request_id, kind, body, done, started_time, last_update_time, next_step, state,
        shard_request_id, shard_request_shard, shard_request_kind, shard_request_body, response_kind, response_body)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    this.updateStmt = this.db.prepare(`UPDATE transactions SET done = ?, last_update_time = ?, next_step = ?, state = ?,
+      shard_request_id = ?, shard_request_shard = ?, shard_request_kind = ?, shard_request_body = ?,
+      response_kind = ?, response_body = ? WHERE id = ?`);
     this.setCounter = this.db.prepare('UPDATE cdc SET next_directory_id = ? WHERE id = 0');
     this.pruneStmt = this.db.prepare('DELETE FROM transactions WHERE done = 1 AND id < ?');
   }
@@ -106,6 +112,7 @@ export class CdcStore {
   private static rowOf(r: any): TxnRow {
     return {
       id: Number(r.id),
+      update: true,
       clientAddr: r.client_addr,
       clientRequestId: fromSql(r.request_id),
       kind: Number(r.kind),
@@ -139,6 +146,23 @@ export class CdcStore {
   write(rows: Iterable<TxnRow>, nextDirectoryId: bigint | undefined): void {
     this.db.transaction(() => {
       for (const t of rows) {
+        if (t.update) {
+          const r = this.updateStmt.run(
+            t.done ? 1 : 0,
+            toSql(t.lastUpdateTime),
+            t.nextStep,
+            t.state,
+            t.shardRequestId === null ? null : toSql(t.shardRequestId),
+            t.shardRequestShard,
+            t.shardRequestKind,
+            t.shardRequestBody,
+            t.responseKind,
+            t.responseBody,
+            t.id,
+          );
+          if (r.changes !== 1) throw new Error(`transaction ${t.id} to update is missing`);
+          continue;
+        }
         this.upsert.run(
           t.id,
           t.clientAddr,
