@@ -20,6 +20,7 @@ options:
   --parity D+P        redundancy of new files (default: the cluster default)
   --span-bytes N      bytes per span of new files (default 8 MiB)
   --timeout-ms N      time to wait for each metadata answer before resending (default 2000)
+  --read-ahead-spans N  spans a reader fetches ahead of the kernel's reads (default 2)
   --readers N         threads reading /dev/fuse (default ${DEFAULT_READERS})
   --debug             log every failed request
 `;
@@ -67,7 +68,13 @@ export async function run(argv: string[]): Promise<number> {
       mounted = await serveEggsfs(mountpoint, opts, { readers });
     }
   } catch (err) {
-    process.stderr.write(`eggsfs mount ${mountpoint}: ${(err as Error).message}\n`);
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT' ? 'no such directory (create the mountpoint first)'
+      : code === 'ENOTDIR' ? 'not a directory'
+      : code === 'EACCES' || code === 'EPERM' ? 'permission denied (mounting needs root, or access to /dev/fuse)'
+      : (err as Error).message;
+    process.stderr.write(`eggsfs mount ${mountpoint}: ${why}\n`);
     return 1;
   }
   const m = mounted;
