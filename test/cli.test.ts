@@ -83,6 +83,10 @@ test('eggsfs client commands', { timeout: 300_000 }, async (t) => {
     assert.equal(r.status, 0);
     assert.ok(r.stdout.equals(data));
     assert.equal(r.stderr.length, 0, 'no progress bar when not on a terminal');
+    await ok(['copy_into', '--parity', '2+1', '/rs', out]);
+    assert.ok(Buffer.from(await ok(['cat', '/rs']), 'latin1').length > 0);
+    const rs = spawnSync(process.execPath, [EGGSFS_BIN, 'cat', '/rs'], { env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
+    assert.ok(rs.stdout.equals(data));
     // A second copy_into onto the same name replaces the file, as cp does.
     await ok(['echo_into', '/plain', 'replaced']);
     assert.equal(await ok(['cat', '/plain']), 'replaced\n');
@@ -162,6 +166,7 @@ test('eggsfs client commands', { timeout: 300_000 }, async (t) => {
     // Usage mistakes: status 2 and a pointer to --help.
     await fails(['cat'], 'eggsfs cat: missing PATH', 2);
     await fails(['ls', '--bogus'], 'eggsfs ls: unknown option --bogus (see eggsfs ls --help)', 2);
+    await fails(['copy_into', '--parity', '0+1', '/x', '-'], /^eggsfs copy_into: --parity: /, 2);
     // Nothing listening where the cluster should be.
     const dead = await freeTcpRange(1);
     const r = await runEggsfs(['ls', '/'], { env: { EGGSFS_SHUCKLE: `http://127.0.0.1:${dead}` } });
