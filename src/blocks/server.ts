@@ -2,7 +2,9 @@
 // sequence of requests processed in order; every refusal closes the connection without a reply,
 // because the wire has no error responses. The reason goes to the log.
 import net from 'node:net';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { BLOCK_MESSAGES, BLOCK_FUTURE_CUTOFF_NS, BLOCK_PAST_CUTOFF_NS, MAX_BLOCK_BYTES } from '../proto/blockwire.js';
 import { decode } from '../proto/bincode.js';
 import { blockEraseCertificate, blockEraseProof, blockWriteProof, cbcMac, macEquals } from '../proto/crypto.js';
@@ -43,6 +45,12 @@ const FETCH_SOCKET_QUEUE_BYTES = 4 << 20;
 const FETCH_READ_AHEAD_CHUNKS = 4;
 /** During a write, ask the disk to start writing back every this many bytes (see write()). */
 const EARLY_SYNC_BYTES = 8 << 20;
+
+const openFd = promisify(fs.open);
+/** fs.read resolving to the byte count (promisify of fs.read gives an object). */
+function readFd(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
+}
 
 class Refusal extends Error {
   override readonly name = 'Refusal';
@@ -148,7 +156,8 @@ export class BlockServer {
 
     await this.store.exclusive(req.blockId, async () => {
       const existing = this.store.recorded(req.blockId);
-      const onDisk = await this.store.fileSize(req.blockId);
+      // Synchronous existence check: a stat of microseconds (see BlockStore.fileSizeSync).
+      const onDisk = this.store.fileSizeSync(req.blockId);
       if (onDisk !== null) {
         // A retried write. Accept it (same proof) if it is the block we hold; the certificate
         // binds id, size and CRC, so equal size and CRC means the bytes the shard agreed to.
@@ -160,21 +169,24 @@ export class BlockServer {
         this.log.info(`write ${id}: already stored with the same size and CRC; acknowledging again`);
         return;
       }
-      const pending = await this.store.beginWrite(req.blockId);
+      const pending = await this.store.beginWrite(req.blockId, req.size <= WRITE_BATCH_BYTES);
       pending.replacesSizeBytes = null; // checked above, under this block's exclusive slot
       let inFlight: Promise<void> | null = null;
       try {
         let crc = 0;
         let batch: Buffer[] = [];
         let batchBytes = 0;
+        let received = 0;
         for await (const chunk of reader.chunks(req.size)) {
           crc = crc32c(chunk, crc);
           batch.push(chunk);
           batchBytes += chunk.length;
-          if (batchBytes >= WRITE_BATCH_BYTES) {
+          received += chunk.length;
+          // The last batch is written by commit(), after the CRC check, together with the record.
+          if (batchBytes >= WRITE_BATCH_BYTES && received < req.size) {
             if (inFlight) await inFlight;
             // Start writing back what is already in the page cache while more arrives, so the
-            // final fsync of a large block has little left to do.
+            // final sync of a large block has little left to do.
             pending.startWriteback(EARLY_SYNC_BYTES);
             inFlight = pending.append(batch);
             batch = [];
@@ -183,9 +195,8 @@ export class BlockServer {
         }
         if (inFlight) await inFlight;
         inFlight = null;
-        if (batchBytes > 0) await pending.append(batch);
         if (crc !== wantCrc) throw new Refusal(`write ${id}: data CRC ${crc.toString(16)} does not match the header's ${wantCrc.toString(16)}`);
-        await pending.commit({ sizeBytes: req.size, crc });
+        await pending.commit({ sizeBytes: req.size, crc }, batch);
       } catch (err) {
         // Never close the file under a write still in flight.
         if (inFlight) await (inFlight as Promise<void>).catch(() => {});
@@ -208,9 +219,9 @@ export class BlockServer {
   private async fetch(socket: net.Socket, reader: ExactReader): Promise<void> {
     const { blockId } = decode(BLOCK_MESSAGES.FETCH.req, (await reader.read(8))!);
     const id = hexId(blockId);
-    let fh: fsp.FileHandle;
+    let fd: number;
     try {
-      fh = await fsp.open(this.store.blockPath(blockId), 'r');
+      fd = await openFd(this.store.blockPath(blockId), 'r');
     } catch (err) {
       throw new Refusal(`fetch ${id}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such block' : (err as Error).message}`);
     }
@@ -218,7 +229,7 @@ export class BlockServer {
       // With a record, its size is the truth (a shorter file fails the read below, a longer one
       // the CRC); without one (a block placed by the original service) the file's size is.
       const rec = this.store.recorded(blockId);
-      const size = rec ? rec.sizeBytes : (await fh.stat()).size;
+      const size = rec ? rec.sizeBytes : fs.fstatSync(fd).size;
       if (size > MAX_BLOCK_BYTES) throw new Refusal(`fetch ${id}: ${size} bytes on disk, above the protocol limit`);
       const head = Buffer.allocUnsafe(5);
       head[0] = BLOCK_MESSAGES.FETCH.respKind;
@@ -231,9 +242,9 @@ export class BlockServer {
         const buf = Buffer.allocUnsafe(len);
         let got = 0;
         while (got < len) {
-          const r = await fh.read(buf, got, len - got, at + got);
-          if (r.bytesRead === 0) throw new Refusal(`fetch ${id}: corrupted: shorter on disk than the ${size} bytes written`);
-          got += r.bytesRead;
+          const bytesRead = await readFd(fd, buf, got, len - got, at + got);
+          if (bytesRead === 0) throw new Refusal(`fetch ${id}: corrupted: shorter on disk than the ${size} bytes written`);
+          got += bytesRead;
         }
         return buf;
       };
@@ -265,7 +276,8 @@ export class BlockServer {
       }
       if (size === 0 && rec && rec.crc !== 0) throw new Refusal(`fetch ${id}: corrupted: empty on disk`);
     } finally {
-      await fh.close();
+      // No reads are in flight here; the close need not delay the next request.
+      fs.close(fd, (err) => err && this.log.warn(`fetch ${id}: closing the block file: ${err.message}`));
     }
   }
 
