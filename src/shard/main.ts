@@ -146,7 +146,12 @@ export async function run(argv: string[]): Promise<number | void> {
     process.stdout.write(USAGE);
     return 0;
   }
-  mkdirSync(opts.dir, { recursive: true });
+  try {
+    mkdirSync(opts.dir, { recursive: true });
+  } catch (err) {
+    log.error(`cannot use --dir ${opts.dir}: ${(err as Error).message}`);
+    return 1;
+  }
   const secret = await loadClusterSecret(opts.secretFile);
   if (opts.shuckle && !secret) log.warn('no cluster secret (EGGSFS_CLUSTER_SECRET or --secret-file): shuckle will not send block-service keys, so block-backed spans cannot be written');
 

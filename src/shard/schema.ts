@@ -13,6 +13,8 @@ export const SCHEMA_VERSION = 1;
  * rows of a shard fit, and the OS page cache holds the rest. 256 × 1 MiB bounds the cache at 256 MiB.
  */
 export const CACHE_SIZE_KIB = 1024;
+/** Disk kept by an idle shard's WAL after a checkpoint (256 shards: at most 1 GiB). */
+export const WAL_SIZE_LIMIT_BYTES = 4 << 20;
 
 /**
  * Durability (metadata.md §3.6, issue item 6). WAL journal: a commit is one append to the -wal file.
@@ -113,6 +115,8 @@ export function openShardDb(path: string, shard: number, sync: SyncMode): Databa
     db.pragma(`synchronous = ${sync === 'full' ? 'FULL' : 'NORMAL'}`);
     db.pragma('foreign_keys = ON');
     db.pragma(`cache_size = -${CACHE_SIZE_KIB}`);
+    // The -wal file is reused after each checkpoint; this bounds what it keeps on disk per shard.
+    db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
     db.pragma('temp_store = MEMORY');
     db.defaultSafeIntegers(true);
     db.exec(schemaSql(shard));
