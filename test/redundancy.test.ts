@@ -251,6 +251,11 @@ test('CLI: copy_into --parity D+P, the cluster default (4+2 with 8 services), an
       assert.equal(cat.code, 0, cat.stderr);
       assert.equal(cat.stdout, data.toString(), 'cat output byte-exact');
       assert.match(cat.stderr, /degraded read/);
+      // Parity written by the WebAssembly codec, rebuilt by the TypeScript fallback: one code.
+      const ts = await runEggsfs(['cat', '/cli-default'], { env: { ...env, EGGSFS_RS_CODEC: 'ts' } });
+      assert.equal(ts.code, 0, ts.stderr);
+      assert.equal(ts.stdout, data.toString(), 'cat with the TypeScript codec byte-exact');
+      assert.match(ts.stderr, /data blocks rebuilt from parity/);
     });
   } finally {
     tmp.remove();
