@@ -122,6 +122,55 @@ async function measure(label: string, dir: string, source: string, bytes: number
   return { writeMBs: bytes / w / 1e6, readMBs: bytes / r / 1e6, meta1, meta64 };
 }
 
+// ---- the same work through the client library (no FUSE): what the cluster itself gives ----------
+
+async function measureClient(shuckleUrl: string, source: string, bytes: number, files: number): Promise<Figures> {
+  const { EggsClient } = await import('../src/client/index.js');
+  const { ROOT_DIR_INODE_ID } = await import('../src/proto/ids.js');
+  const { createReadStream } = await import('node:fs');
+  const c = await EggsClient.connect({ shuckleUrl });
+  try {
+    process.stderr.write('client library: big file\n');
+    dropCaches();
+    execFileSync('cat', [source], { stdio: ['ignore', 'ignore', 'inherit'] });
+    let t0 = process.hrtime.bigint();
+    const w = c.createFile(ROOT_DIR_INODE_ID, 'client-big');
+    for await (const chunk of createReadStream(source, { highWaterMark: 1 << 20 })) await w.write(chunk as Buffer);
+    const id = await w.close();
+    const writeS = Number(process.hrtime.bigint() - t0) / 1e9;
+    dropCaches();
+    t0 = process.hrtime.bigint();
+    let got = 0;
+    for await (const b of c.readChunks(id, 0, bytes)) got += b.length;
+    const readS = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (got !== bytes) throw new Error(`client read ${got} of ${bytes} bytes`);
+    await c.unlinkAt(ROOT_DIR_INODE_ID, 'client-big');
+    const meta = async (concurrency: number): Promise<Record<string, number>> => {
+      process.stderr.write(`client library: ${files} files, ${concurrency} in flight\n`);
+      const dir = await c.mkdirAt(ROOT_DIR_INODE_ID, `client-m${concurrency}`);
+      const name = (i: number) => `f${String(i).padStart(6, '0')}`;
+      const rates: Record<string, number> = {};
+      const timed = async (what: string, fn: () => Promise<void>) => {
+        const s0 = process.hrtime.bigint();
+        await fn();
+        rates[what] = files / (Number(process.hrtime.bigint() - s0) / 1e9);
+      };
+      await timed('create', () => pool(files, concurrency, async (i) => void (await c.createFile(dir, name(i)).close())));
+      await timed('stat', () => pool(files, concurrency, async (i) => void (await c.statId((await c.lookupAt(dir, name(i))).id))));
+      await timed('list', async () => {
+        let n = 0;
+        for await (const _ of c.readDirId(dir)) n++;
+        if (n !== files) throw new Error(`listed ${n} of ${files}`);
+      });
+      await timed('remove', () => pool(files, concurrency, (i) => c.unlinkAt(dir, name(i))));
+      return rates;
+    };
+    return { writeMBs: bytes / writeS / 1e6, readMBs: bytes / readS / 1e6, meta1: await meta(1), meta64: await meta(IN_FLIGHT) };
+  } finally {
+    await c.close();
+  }
+}
+
 // ---- targets ----------------------------------------------------------------------------------
 
 function buildPassthrough(outDir: string): string | undefined {
@@ -205,6 +254,7 @@ async function main(): Promise<void> {
     mount = startEggsfs(['mount', mnt, '--shuckle', cluster.shuckleUrl]);
     await mount.waitFor(/^ready mount /);
     results.eggsfs = await measure('eggsfs', mnt, source, bytes, files);
+    results.client = await measureClient(cluster.shuckleUrl, source, bytes, files);
 
     const base = results.passthrough_ll;
     const e = results.eggsfs;
@@ -219,12 +269,17 @@ async function main(): Promise<void> {
     ] as const) {
       for (const op of ['create', 'stat', 'list', 'remove']) rows.push([`${op} ${files} files, ${tag} (/s)`, (f) => f[c][op]!, op]);
     }
-    const lines = ['', `| work | local disk | passthrough_ll | EggsFS | EggsFS / passthrough_ll |`, '|---|---|---|---|---|'];
+    const cl = results.client!;
+    const lines = ['', `| work | local disk | passthrough_ll | EggsFS mount | EggsFS / passthrough_ll | client library, no FUSE | mount / client |`, '|---|---|---|---|---|---|---|'];
     for (const [name, get] of rows) {
       const ratio = base ? `${(get(e) / get(base)).toFixed(2)}×` : 'n/a';
-      lines.push(`| ${name} | ${fmt(get(l))} | ${base ? fmt(get(base)) : 'n/a'} | ${fmt(get(e))} | ${ratio} |`);
+      lines.push(`| ${name} | ${fmt(get(l))} | ${base ? fmt(get(base)) : 'n/a'} | ${fmt(get(e))} | ${ratio} | ${fmt(get(cl))} | ${(get(e) / get(cl)).toFixed(2)}× |`);
     }
-    lines.push('', 'Local disk and passthrough_ll source: fresh directories on the ext4 temp dir. EggsFS: `eggsfs run`, 3 block services, default parity.');
+    lines.push(
+      '',
+      'Local disk and passthrough_ll source: fresh directories on the ext4 temp dir. EggsFS: `eggsfs run`, 3 block services, default parity;',
+      '"client library" is the same work through EggsClient in this process (the cluster\'s own speed, what the mount can at best reach).',
+    );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
     if (mount) await mount.kill('SIGTERM');
