@@ -125,6 +125,15 @@ test('eggsfs client commands', { timeout: 300_000 }, async (t) => {
     assert.match(await ok(['stat', '/p/q/r']), /type: directory/);
   });
 
+  await t.test('direct addressing without shuckle (--shards, --cdc)', async () => {
+    const direct = ['--shards', `127.0.0.1:${cluster.ports.shardBasePort}`, '--cdc', `127.0.0.1:${cluster.ports.cdcPort}`];
+    const r = await runEggsfs(['mkdir', ...direct, '/direct'], { env: { EGGSFS_SHUCKLE: 'http://127.0.0.1:1' } });
+    assert.equal(r.code, 0, r.stderr);
+    const ls = await runEggsfs(['ls', ...direct, '/'], { env: { EGGSFS_SHUCKLE: 'http://127.0.0.1:1' } });
+    assert.match(ls.stdout, /^direct\/$/m);
+    await ok(['rmdir', '/direct']);
+  });
+
   await t.test('transient_files lists a file being written', async () => {
     const c = await EggsClient.connect({ shuckleUrl: cluster.shuckleUrl });
     t.after(() => c.close());

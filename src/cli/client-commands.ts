@@ -12,7 +12,7 @@ import { DEFAULT_SHUCKLE_URL } from '../proto/ports.js';
 import { formatEggsTime } from '../proto/time.js';
 import { EggsClient, PathError, type ClientOptions } from '../client/index.js';
 import { parseParityOption } from '../client/span-layout.js';
-import { UsageError, parseIntArg } from '../util/args.js';
+import { UsageError, parseHostPort, parseIntArg } from '../util/args.js';
 
 interface CommandSpec {
   args: string[];
@@ -31,6 +31,8 @@ interface Ctx {
 const COMMON_FLAGS: Record<string, string> = {
   'shuckle=': `shuckle URL of the cluster (default $EGGSFS_SHUCKLE or ${DEFAULT_SHUCKLE_URL})`,
   'timeout-ms=': 'time to wait for each metadata answer before resending (default 2000)',
+  'shards=': 'HOST:BASE_PORT of the 256 shards, without shuckle (e.g. 127.0.0.1:22272; needs --cdc)',
+  'cdc=': 'HOST:PORT of the CDC, without shuckle (e.g. 127.0.0.1:36137)',
   help: 'show this help',
 };
 
@@ -395,6 +397,16 @@ export async function run(argv: string[], name: string): Promise<number> {
     async client() {
       const t = flags.get('timeout-ms');
       const opts: ClientOptions = { shuckleUrl, ...spanOpts(ctx), ...extraClientOpts };
+      // Direct addressing, for clusters whose shuckle predates shard/CDC discovery (the original).
+      const shards = flags.get('shards');
+      const cdc = flags.get('cdc');
+      if (typeof shards === 'string' || typeof cdc === 'string') {
+        if (typeof shards !== 'string' || typeof cdc !== 'string') throw new UsageError('--shards and --cdc go together');
+        const s = parseHostPort(shards, '127.0.0.1');
+        const d = parseHostPort(cdc, '127.0.0.1');
+        delete opts.shuckleUrl;
+        Object.assign(opts, { shardHost: s.host, shardBasePort: s.port, cdcHost: d.host, cdcPort: d.port });
+      }
       if (typeof t === 'string') opts.timeoutMs = parseIntArg('timeout-ms', t, 1, 600_000);
       client ??= await EggsClient.connect(opts);
       return client;
