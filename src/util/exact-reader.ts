@@ -55,6 +55,42 @@ export interface ExactReaderOptions {
   idleTimeoutMs: number;
   /** Shared bound on buffered bytes across readers. */
   budget?: ByteBudget;
+  /**
+   * The socket was created with `onread` (see ReadSlabs) and its owner passes every chunk to
+   * push(); no 'data' listener is added.
+   */
+  fedByOnread?: boolean;
+}
+
+/**
+ * Buffers for a socket's `onread` option, carved one after another from large slabs: the kernel
+ * hands over up to a slab's remaining bytes per read (megabytes on loopback, instead of Node's
+ * 64 KiB), and the chunks given out are views of the slab, never copied or overwritten.
+ */
+export class ReadSlabs {
+  private slab: Buffer | null = null;
+  private usedBytes = 0;
+  constructor(
+    /** Size of each slab. */
+    private readonly slabBytes: number,
+    /** A slab with less than this left is replaced by a fresh one. */
+    private readonly minReadBytes: number,
+  ) {
+    if (!(minReadBytes > 0 && slabBytes >= minReadBytes)) throw new RangeError('ReadSlabs: need 0 < minReadBytes <= slabBytes');
+  }
+  /** The buffer the next read goes into (Node calls this before every read). */
+  next(): Buffer {
+    if (!this.slab || this.slabBytes - this.usedBytes < this.minReadBytes) {
+      this.slab = Buffer.allocUnsafe(this.slabBytes);
+      this.usedBytes = 0;
+    }
+    return this.slab.subarray(this.usedBytes);
+  }
+  /** The read into next()'s buffer got `n` bytes: they now belong to the caller. */
+  taken(buf: Buffer, n: number): Buffer {
+    this.usedBytes += n;
+    return buf.subarray(0, n);
+  }
 }
 
 export class ExactReader {
@@ -75,20 +111,7 @@ export class ExactReader {
   ) {
     if (!(opts.highWaterBytes > 0 && opts.idleTimeoutMs > 0)) throw new RangeError('ExactReader: limits must be positive');
     const budget = opts.budget;
-    socket.on('data', (chunk: Buffer) => {
-      this.queue.push(chunk);
-      this.bufferedBytes += chunk.length;
-      if (budget && !this.ended) {
-        budget.take(chunk.length);
-        this.budgetHeld += chunk.length;
-      }
-      if (!this.paused && (this.bufferedBytes >= this.opts.highWaterBytes || budget?.exhausted)) {
-        this.paused = true;
-        socket.pause();
-        if (budget?.exhausted) budget.whenFree(this.onBudgetFree);
-      }
-      this.notify();
-    });
+    if (!opts.fedByOnread) socket.on('data', (chunk: Buffer) => this.push(chunk));
     socket.on('end', () => {
       this.ended = true;
       this.notify();
@@ -107,6 +130,23 @@ export class ExactReader {
       }
       this.notify();
     });
+  }
+
+  /** A chunk received on the socket (called by the 'data' listener, or by the onread owner). */
+  push(chunk: Buffer): void {
+    const budget = this.opts.budget;
+    this.queue.push(chunk);
+    this.bufferedBytes += chunk.length;
+    if (budget && !this.ended) {
+      budget.take(chunk.length);
+      this.budgetHeld += chunk.length;
+    }
+    if (!this.paused && (this.bufferedBytes >= this.opts.highWaterBytes || budget?.exhausted)) {
+      this.paused = true;
+      this.socket.pause();
+      if (budget?.exhausted) budget.whenFree(this.onBudgetFree);
+    }
+    this.notify();
   }
 
   get buffered(): number {
