@@ -505,3 +505,36 @@ test('a full queue is answered TIMEOUT at once, and the queued work still comple
     await q.stop();
   }
 });
+
+test('a duplicated moved-unlock whose first answer is lost: NAME_NOT_FOUND on the first send is checked with LOOKUP, not FATAL', async () => {
+  const [a, b] = await twoDirs();
+  // RENAME_FILE
+  const f = await c.createFile(a, 'f');
+  let logStart = c.proxy!.log.length;
+  let rule = c.proxy!.addRule({ kind: 'UNLOCK_CURRENT_EDGE', match: (x) => x.dirId === a && x.wasMoved, action: { t: 'duplicate-lose-first-answer' } });
+  await c.cdc('RENAME_FILE', { targetId: f, oldOwnerId: a, oldName: B('f'), newOwnerId: b, newName: B('f') });
+  c.proxy!.clearRules();
+  assert.equal(rule.fired, 1);
+  assert.ok(c.proxy!.log.slice(logStart).some((r) => r.kind === 'LOOKUP' && r.body.dirId === a), 'the CDC looked');
+  assert.equal(await c.lookup(b, 'f'), f);
+  // REMOVE_DIRECTORY
+  const d = await c.mkdir(a, 'd');
+  logStart = c.proxy!.log.length;
+  rule = c.proxy!.addRule({ kind: 'UNLOCK_CURRENT_EDGE', match: (x) => x.dirId === a && x.wasMoved, action: { t: 'duplicate-lose-first-answer' } });
+  await c.cdc('REMOVE_DIRECTORY', { ownerId: a, targetId: d, name: B('d') });
+  c.proxy!.clearRules();
+  assert.equal(rule.fired, 1);
+  assert.ok(c.proxy!.log.slice(logStart).some((r) => r.kind === 'LOOKUP' && r.body.dirId === a));
+  assert.equal(await c.owner(d), NULL_INODE_ID);
+  // RENAME_DIRECTORY
+  const e = await c.mkdir(a, 'e');
+  logStart = c.proxy!.log.length;
+  rule = c.proxy!.addRule({ kind: 'UNLOCK_CURRENT_EDGE', match: (x) => x.dirId === a && x.wasMoved, action: { t: 'duplicate-lose-first-answer' } });
+  await c.cdc('RENAME_DIRECTORY', { targetId: e, oldOwnerId: a, oldName: B('e'), newOwnerId: b, newName: B('e') });
+  c.proxy!.clearRules();
+  assert.equal(rule.fired, 1);
+  assert.ok(c.proxy!.log.slice(logStart).some((r) => r.kind === 'LOOKUP' && r.body.dirId === a));
+  assert.equal(await c.lookup(b, 'e'), e);
+  assert.equal(await c.owner(e), b);
+  await c.assertFsckClean();
+});

@@ -8,9 +8,9 @@
 //   OLD_DIRECTORY_NOT_FOUND like RENAME_FILE's.
 // - Edge creation times are taken when the edge creation is issued (also for RENAME_FILE), and
 //   travel only inside the persisted request body, which is resent verbatim.
-// - UNLOCK_CURRENT_EDGE with was_moved = true that may have been executed already (it was resent,
-//   or the CDC restarted) treats NAME_NOT_FOUND / MISMATCHING_TARGET as success: our locked edge
-//   cannot have been removed by anyone else, so its absence means our first attempt did it.
+// - UNLOCK_CURRENT_EDGE with was_moved = true answered NAME_NOT_FOUND / MISMATCHING_TARGET is
+//   success when it may have run before (see movedUnlock): our locked edge cannot have been
+//   removed by anyone else, so its absence means an earlier copy of the request did it.
 // - Requests that cannot succeed are refused before any shard is touched (no directory id is
 //   consumed, no orphan directory is made): bad names, owners that are not directory ids.
 import { ErrorCode } from '../proto/errors.js';
@@ -65,9 +65,25 @@ function mapCode(code: number, map: Partial<Record<number, number>>): number {
   return map[code] ?? code;
 }
 const isDir = (id: bigint) => inodeType(id) === InodeType.DIRECTORY;
-/** A retried moved-unlock whose edge is already gone: our earlier attempt did it. */
-function movedUnlockDone(ans: ShardAnswer): boolean {
-  return !ans.ok && ans.maybeRepeated && (ans.code === ErrorCode.NAME_NOT_FOUND || ans.code === ErrorCode.MISMATCHING_TARGET);
+/**
+ * How a moved-unlock (UNLOCK_CURRENT_EDGE, was_moved = true) went. It is the one CDC request that
+ * is not idempotent: repeated, it finds no edge (NAME_NOT_FOUND, or MISMATCHING_TARGET once a
+ * client reused the freed name). Our edge is locked and in-memory locked by us, so nobody else can
+ * have removed it: when we resent the request (or resumed after a restart) that answer means
+ * done. When we sent it once, a duplicated datagram may still have run first with its answer
+ * lost, so we LOOKUP the name: our edge gone = done, still there = the unlock really failed.
+ */
+function movedUnlock(ans: ShardAnswer): 'done' | 'verify' | 'failed' {
+  if (ans.ok) return 'done';
+  if (ans.code !== ErrorCode.NAME_NOT_FOUND && ans.code !== ErrorCode.MISMATCHING_TARGET) return 'failed';
+  return ans.maybeRepeated ? 'done' : 'verify';
+}
+function lookupEdge(step: string, dir: bigint, name: Buffer): StepResult {
+  return shard(step, 'LOOKUP', dir, { dirId: dir, name });
+}
+/** The LOOKUP after an ambiguous moved-unlock: is our edge (dir/name → target) gone? */
+function edgeGone(ans: ShardAnswer, target: bigint): boolean {
+  return ans.ok ? ans.body.targetId !== target : ans.code === ErrorCode.NAME_NOT_FOUND;
 }
 function badName(name: Buffer): string | undefined {
   return invalidNameReason(name);
@@ -157,8 +173,14 @@ const renameFile: TxnDef<'RENAME_FILE'> = {
       if (!ans.ok) return fatal('UNLOCK_CURRENT_EDGE of the destination', ans);
       return shard('unlock_old_edge_resp', 'UNLOCK_CURRENT_EDGE', r.oldOwnerId, { dirId: r.oldOwnerId, name: r.oldName, targetId: r.targetId, wasMoved: true });
     },
-    unlock_old_edge_resp(_r, _s, ans) {
-      if (!ans.ok && !movedUnlockDone(ans)) return fatal('UNLOCK_CURRENT_EDGE (moved) of the source', ans);
+    unlock_old_edge_resp(r, _s, ans) {
+      const m = movedUnlock(ans);
+      if (m === 'failed') return fatal('UNLOCK_CURRENT_EDGE (moved) of the source', ans);
+      if (m === 'verify') return lookupEdge('verify_old_gone_resp', r.oldOwnerId, r.oldName);
+      return { t: 'reply', body: {} };
+    },
+    verify_old_gone_resp(r, _s, ans) {
+      if (!edgeGone(ans, r.targetId)) return fatal('UNLOCK_CURRENT_EDGE (moved) of the source (edge still there)', ans);
       return { t: 'reply', body: {} };
     },
     rollback_resp(_r, s, ans) {
@@ -190,8 +212,14 @@ const removeDirectory: TxnDef<'REMOVE_DIRECTORY'> = {
       }
       return shard('unlock_resp', 'UNLOCK_CURRENT_EDGE', r.ownerId, { dirId: r.ownerId, name: r.name, targetId: r.targetId, wasMoved: true });
     },
-    unlock_resp(_r, _s, ans) {
-      if (!ans.ok && !movedUnlockDone(ans)) return fatal('UNLOCK_CURRENT_EDGE (moved) of the removed directory', ans);
+    unlock_resp(r, _s, ans) {
+      const m = movedUnlock(ans);
+      if (m === 'failed') return fatal('UNLOCK_CURRENT_EDGE (moved) of the removed directory', ans);
+      if (m === 'verify') return lookupEdge('verify_gone_resp', r.ownerId, r.name);
+      return { t: 'reply', body: {} };
+    },
+    verify_gone_resp(r, _s, ans) {
+      if (!edgeGone(ans, r.targetId)) return fatal('UNLOCK_CURRENT_EDGE (moved) of the removed directory (edge still there)', ans);
       return { t: 'reply', body: {} };
     },
     rollback_resp(_r, s, ans) {
@@ -271,7 +299,13 @@ const renameDirectory: TxnDef<'RENAME_DIRECTORY'> = {
       return shard('unlock_old_resp', 'UNLOCK_CURRENT_EDGE', r.oldOwnerId, { dirId: r.oldOwnerId, name: r.oldName, targetId: r.targetId, wasMoved: true });
     },
     unlock_old_resp(r, _s, ans) {
-      if (!ans.ok && !movedUnlockDone(ans)) return fatal('UNLOCK_CURRENT_EDGE (moved) of the source', ans);
+      const m = movedUnlock(ans);
+      if (m === 'failed') return fatal('UNLOCK_CURRENT_EDGE (moved) of the source', ans);
+      if (m === 'verify') return lookupEdge('verify_old_gone_resp', r.oldOwnerId, r.oldName);
+      return shard('set_owner_resp', 'SET_DIRECTORY_OWNER', r.targetId, { dirId: r.targetId, ownerId: r.newOwnerId });
+    },
+    verify_old_gone_resp(r, _s, ans) {
+      if (!edgeGone(ans, r.targetId)) return fatal('UNLOCK_CURRENT_EDGE (moved) of the source (edge still there)', ans);
       return shard('set_owner_resp', 'SET_DIRECTORY_OWNER', r.targetId, { dirId: r.targetId, ownerId: r.newOwnerId });
     },
     set_owner_resp(_r, _s, ans) {

@@ -13,6 +13,8 @@ export type FaultAction =
   | { t: 'drop' }
   | { t: 'delay'; ms: number }
   | { t: 'duplicate' }
+  /** Forward twice; the first answer is lost, so the sender only sees the second execution's. */
+  | { t: 'duplicate-lose-first-answer' }
   /** Forward, let the shard execute it, lose the answer. */
   | { t: 'drop-reply' }
   | { t: 'error'; code: number }
@@ -161,6 +163,11 @@ export class UdpFaultProxy {
         return;
       }
       case 'duplicate':
+        this.forward(shard, m);
+        this.forward(shard, m);
+        return;
+      case 'duplicate-lose-first-answer':
+        this.dropReplies.add(id);
         this.forward(shard, m);
         this.forward(shard, m);
         return;
