@@ -1,6 +1,6 @@
 // `eggsfs cdc`: serve the cross-directory coordinator.
 import { mkdirSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { fetchShards, loadClusterSecret, registerCdc, type ShuckleClientOptions } from '../client/shuckle.js';
 import { CDC_PORT, DEFAULT_HOST, SHARD_BASE_PORT } from '../proto/ports.js';
 import { SHARD_COUNT } from '../proto/ids.js';
@@ -31,7 +31,7 @@ const USAGE = `usage: eggsfs cdc --dir D [options]
 `;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseOrUsage({
     args: argv,
     options: {
       dir: { type: 'string' },
@@ -49,7 +49,7 @@ export async function run(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
-  });
+  } as const);
   if (values.help) {
     process.stdout.write(USAGE);
     return 0;
@@ -135,4 +135,13 @@ export async function run(argv: string[]): Promise<number> {
   if (refreshTimer) clearInterval(refreshTimer);
   await server.close();
   return 0;
+}
+
+/** parseArgs, with unknown or malformed options reported as a usage error (exit code 2). */
+function parseOrUsage<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
 }

@@ -1,6 +1,6 @@
 // `eggsfs fsck`: check the namespace invariants of every shard (src/client/fsck.ts). Prints each
 // problem in words, a summary, and exits 1 when there is any problem, 0 when clean.
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { fetchShards } from '../client/shuckle.js';
 import { fsck, formatProblem } from '../client/fsck.js';
 import type { Address } from '../client/transport.js';
@@ -24,7 +24,7 @@ entries; every file owned at most once. Exit code 0 = clean, 1 = problems found.
 `;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseOrUsage({
     args: argv,
     options: {
       shuckle: { type: 'string' },
@@ -36,7 +36,7 @@ export async function run(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
-  });
+  } as const);
   if (values.help) {
     process.stdout.write(USAGE);
     return 0;
@@ -72,4 +72,13 @@ export async function run(argv: string[]): Promise<number> {
   }
   process.stdout.write(`${report.problems.length} problem(s); ${summary}\n`);
   return 1;
+}
+
+/** parseArgs, with unknown or malformed options reported as a usage error (exit code 2). */
+function parseOrUsage<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
 }
