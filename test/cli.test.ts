@@ -79,6 +79,8 @@ test('eggsfs client commands', { timeout: 300_000 }, async (t) => {
     const out = path.join(local.path, 'out.bin');
     await ok(['copy_out', '/from-stdin', out]);
     assert.ok(readFileSync(out).equals(data));
+    await ok(['copy_out', '/from-stdin', local.path]); // into a directory: under its own name
+    assert.ok(readFileSync(path.join(local.path, 'from-stdin')).equals(data));
     const r = spawnSync(process.execPath, [EGGSFS_BIN, 'copy_out', '/from-stdin', '-'], { env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
     assert.equal(r.status, 0);
     assert.ok(r.stdout.equals(data));

@@ -4,6 +4,7 @@
 // http://localhost:5000. Errors are one line naming the path and the cause; exit code 1.
 import { createReadStream, createWriteStream } from 'node:fs';
 import { stat as fsStat } from 'node:fs/promises';
+import path from 'node:path';
 import { Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { EggsError, describeError, errorName } from '../proto/errors.js';
@@ -240,9 +241,11 @@ const COMMANDS: Record<string, CommandSpec> = {
     flags: { 'no-progress': 'never show a progress bar' },
     async run(c) {
       const src = need(c, 0, 'SRC');
-      const dest = need(c, 1, 'DEST');
+      let dest = need(c, 1, 'DEST');
       const client = await c.client();
       const st = await client.stat(src);
+      // Into an existing local directory, under the file's own name (as cp does).
+      if (dest !== '-' && (await fsStat(dest).catch(() => undefined))?.isDirectory()) dest = path.join(dest, src.split('/').filter(Boolean).pop() ?? 'file');
       if (st.type === 'directory') throw new PathError('copy_out', src, 20, 'is a directory');
       const output: Writable = dest === '-' ? c.out : createWriteStream(dest, { highWaterMark: 1 << 20 });
       output.on('error', () => {});
