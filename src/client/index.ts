@@ -35,7 +35,7 @@ export interface ClientOptions {
   storageClass?: number;
   /** Bytes per span (the unit of metadata round trips and of write memory: two spans). */
   spanBytes?: number;
-  /** Block size cap: spans are striped into ceil(span / blockBytes) data blocks when parity allows. */
+  /** Largest block wanted: spans are made no longer than blockBytes × D (D = data blocks of the default parity). */
   blockBytes?: number;
   /** Block spans fetched ahead of a reader. */
   readAheadSpans?: number;
@@ -100,7 +100,8 @@ export class EggsClient {
     // has the block services for it; span-layout.ts defaultParityFor).
     const parity = opts.parity ?? (opts.shuckleUrl ? defaultParityFor(writableBlockServices) : DEFAULT_PARITY);
     checkParity(parity);
-    const spanBytes = opts.spanBytes ?? DEFAULT_SPAN_BYTES;
+    let spanBytes = opts.spanBytes ?? DEFAULT_SPAN_BYTES;
+    if (opts.blockBytes !== undefined) spanBytes = Math.max(256, Math.min(spanBytes, opts.blockBytes * (parity & 0x0f)));
     if (!Number.isInteger(spanBytes) || spanBytes < 256 || spanBytes > MAX_SPAN_BYTES) throw new RangeError(`spanBytes must be within 256..${MAX_SPAN_BYTES}`);
     const timeoutMs = opts.timeoutMs ?? 2_000;
     const core: CoreOptions = {
