@@ -12,7 +12,7 @@ command -v mount >/dev/null || need_apt+=(mount)
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 if [ "${EGGSFS_SETUP_TEST_DEPS:-0}" = 1 ]; then
   command -v chromium >/dev/null || need_apt+=(chromium)
-  command -v fio >/dev/null || need_apt+=(fio)
+  command -v rsync >/dev/null || need_apt+=(rsync)
   [ -f /usr/include/fuse3/fuse_lowlevel.h ] || need_apt+=(libfuse3-dev pkg-config)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
