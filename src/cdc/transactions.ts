@@ -78,12 +78,23 @@ function movedUnlock(ans: ShardAnswer): 'done' | 'verify' | 'failed' {
   if (ans.code !== ErrorCode.NAME_NOT_FOUND && ans.code !== ErrorCode.MISMATCHING_TARGET) return 'failed';
   return ans.maybeRepeated ? 'done' : 'verify';
 }
-function lookupEdge(step: string, dir: bigint, name: Buffer): StepResult {
+/** LOOKUPs are read-only: an error other than NAME_NOT_FOUND is retried this many times. */
+export const MAX_VERIFY_LOOKUPS = 5;
+function lookupEdge(step: string, s: any, dir: bigint, name: Buffer): StepResult {
+  s.verifyLookups = (s.verifyLookups ?? 0) + 1;
   return shard(step, 'LOOKUP', dir, { dirId: dir, name });
 }
 /** The LOOKUP after an ambiguous moved-unlock: is our edge (dir/name → target) gone? */
-function edgeGone(ans: ShardAnswer, target: bigint): boolean {
-  return ans.ok ? ans.body.targetId !== target : ans.code === ErrorCode.NAME_NOT_FOUND;
+function edgeGone(ans: ShardAnswer, target: bigint): 'gone' | 'there' | 'unknown' {
+  if (ans.ok) return ans.body.targetId !== target ? 'gone' : 'there';
+  return ans.code === ErrorCode.NAME_NOT_FOUND ? 'gone' : 'unknown';
+}
+/** Next step after a verification LOOKUP answered `ans`. */
+function afterVerify(step: string, s: any, dir: bigint, name: Buffer, target: bigint, ans: ShardAnswer, done: () => StepResult): StepResult {
+  const g = edgeGone(ans, target);
+  if (g === 'gone') return done();
+  if (g === 'unknown' && s.verifyLookups < MAX_VERIFY_LOOKUPS) return lookupEdge(step, s, dir, name);
+  return fatal(`UNLOCK_CURRENT_EDGE (moved) of ${name.toString('utf8')} (${g === 'there' ? 'edge still there' : 'cannot look'})`, ans);
 }
 function badName(name: Buffer): string | undefined {
   return invalidNameReason(name);
@@ -173,15 +184,14 @@ const renameFile: TxnDef<'RENAME_FILE'> = {
       if (!ans.ok) return fatal('UNLOCK_CURRENT_EDGE of the destination', ans);
       return shard('unlock_old_edge_resp', 'UNLOCK_CURRENT_EDGE', r.oldOwnerId, { dirId: r.oldOwnerId, name: r.oldName, targetId: r.targetId, wasMoved: true });
     },
-    unlock_old_edge_resp(r, _s, ans) {
+    unlock_old_edge_resp(r, s, ans) {
       const m = movedUnlock(ans);
       if (m === 'failed') return fatal('UNLOCK_CURRENT_EDGE (moved) of the source', ans);
-      if (m === 'verify') return lookupEdge('verify_old_gone_resp', r.oldOwnerId, r.oldName);
+      if (m === 'verify') return lookupEdge('verify_old_gone_resp', s, r.oldOwnerId, r.oldName);
       return { t: 'reply', body: {} };
     },
-    verify_old_gone_resp(r, _s, ans) {
-      if (!edgeGone(ans, r.targetId)) return fatal('UNLOCK_CURRENT_EDGE (moved) of the source (edge still there)', ans);
-      return { t: 'reply', body: {} };
+    verify_old_gone_resp(r, s, ans) {
+      return afterVerify('verify_old_gone_resp', s, r.oldOwnerId, r.oldName, r.targetId, ans, () => ({ t: 'reply', body: {} }));
     },
     rollback_resp(_r, s, ans) {
       if (!ans.ok) return fatal('rollback UNLOCK_CURRENT_EDGE of the source', ans);
@@ -212,15 +222,14 @@ const removeDirectory: TxnDef<'REMOVE_DIRECTORY'> = {
       }
       return shard('unlock_resp', 'UNLOCK_CURRENT_EDGE', r.ownerId, { dirId: r.ownerId, name: r.name, targetId: r.targetId, wasMoved: true });
     },
-    unlock_resp(r, _s, ans) {
+    unlock_resp(r, s, ans) {
       const m = movedUnlock(ans);
       if (m === 'failed') return fatal('UNLOCK_CURRENT_EDGE (moved) of the removed directory', ans);
-      if (m === 'verify') return lookupEdge('verify_gone_resp', r.ownerId, r.name);
+      if (m === 'verify') return lookupEdge('verify_gone_resp', s, r.ownerId, r.name);
       return { t: 'reply', body: {} };
     },
-    verify_gone_resp(r, _s, ans) {
-      if (!edgeGone(ans, r.targetId)) return fatal('UNLOCK_CURRENT_EDGE (moved) of the removed directory (edge still there)', ans);
-      return { t: 'reply', body: {} };
+    verify_gone_resp(r, s, ans) {
+      return afterVerify('verify_gone_resp', s, r.ownerId, r.name, r.targetId, ans, () => ({ t: 'reply', body: {} }));
     },
     rollback_resp(_r, s, ans) {
       if (!ans.ok) return fatal('rollback UNLOCK_CURRENT_EDGE', ans);
@@ -298,15 +307,16 @@ const renameDirectory: TxnDef<'RENAME_DIRECTORY'> = {
       if (!ans.ok) return fatal('UNLOCK_CURRENT_EDGE of the destination', ans);
       return shard('unlock_old_resp', 'UNLOCK_CURRENT_EDGE', r.oldOwnerId, { dirId: r.oldOwnerId, name: r.oldName, targetId: r.targetId, wasMoved: true });
     },
-    unlock_old_resp(r, _s, ans) {
+    unlock_old_resp(r, s, ans) {
       const m = movedUnlock(ans);
       if (m === 'failed') return fatal('UNLOCK_CURRENT_EDGE (moved) of the source', ans);
-      if (m === 'verify') return lookupEdge('verify_old_gone_resp', r.oldOwnerId, r.oldName);
+      if (m === 'verify') return lookupEdge('verify_old_gone_resp', s, r.oldOwnerId, r.oldName);
       return shard('set_owner_resp', 'SET_DIRECTORY_OWNER', r.targetId, { dirId: r.targetId, ownerId: r.newOwnerId });
     },
-    verify_old_gone_resp(r, _s, ans) {
-      if (!edgeGone(ans, r.targetId)) return fatal('UNLOCK_CURRENT_EDGE (moved) of the source (edge still there)', ans);
-      return shard('set_owner_resp', 'SET_DIRECTORY_OWNER', r.targetId, { dirId: r.targetId, ownerId: r.newOwnerId });
+    verify_old_gone_resp(r, s, ans) {
+      return afterVerify('verify_old_gone_resp', s, r.oldOwnerId, r.oldName, r.targetId, ans, () =>
+        shard('set_owner_resp', 'SET_DIRECTORY_OWNER', r.targetId, { dirId: r.targetId, ownerId: r.newOwnerId }),
+      );
     },
     set_owner_resp(_r, _s, ans) {
       if (!ans.ok) return fatal('SET_DIRECTORY_OWNER of the moved directory', ans);

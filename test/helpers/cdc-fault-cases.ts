@@ -21,13 +21,16 @@ export interface StepSpec {
   match(s: any, body: any): boolean;
   /** Errors the shard can answer this request with. */
   errors: number[];
-  /** What the client is told when the request definitively fails with `code`. */
-  expect(code: number): number;
+  /** What the client is told when the request definitively fails with `code` ('done': success). */
+  expect(code: number): number | 'done';
   /** After a FATAL_ERROR: finish by hand (as an operator would), leaving the namespace `repaired`. */
   repair?(c: CdcCluster, s: any): Promise<void>;
   repaired?: 'done' | 'undone';
-  /** Rollback steps are reached by an error at an earlier step; the client then sees `expect`. */
-  via?: { kind: ShardKindName; match(s: any, body: any): boolean; code: number; expect: number };
+  /**
+   * Steps off the main path (rollbacks, verifications) are reached by a fault at an earlier step:
+   * an error `code` (or another `action`); the client then sees `expect`.
+   */
+  via?: { kind: ShardKindName; match(s: any, body: any): boolean; code?: number; action?: FaultAction; expect: number | 'done' };
   /** No crash-point variant (a second request of the same step name). */
   noCrash?: boolean;
 }
@@ -172,6 +175,19 @@ const renameFile: TxnCase = {
       repaired: 'done',
     },
     {
+      step: 'verify_old_gone_resp',
+      kind: 'LOOKUP',
+      match: (s, b) => b.dirId === s.a,
+      errors: [E.DIRECTORY_NOT_FOUND, E.NAME_NOT_FOUND, E.INTERNAL_ERROR],
+      expect: () => 'done',
+      via: {
+        kind: 'UNLOCK_CURRENT_EDGE',
+        match: (s, b) => b.dirId === s.a && b.wasMoved,
+        action: { t: 'duplicate-lose-first-answer' },
+        expect: 'done',
+      },
+    },
+    {
       step: 'rollback_resp',
       kind: 'UNLOCK_CURRENT_EDGE',
       match: (s, b) => b.dirId === s.a && !b.wasMoved,
@@ -218,6 +234,19 @@ const removeDirectory: TxnCase = {
       expect: fatal,
       repair: async (c, s) => void (await unlock(c, s.p, 'd', s.d, true)),
       repaired: 'done',
+    },
+    {
+      step: 'verify_gone_resp',
+      kind: 'LOOKUP',
+      match: (s, b) => b.dirId === s.p,
+      errors: [E.DIRECTORY_NOT_FOUND, E.NAME_NOT_FOUND, E.INTERNAL_ERROR],
+      expect: () => 'done',
+      via: {
+        kind: 'UNLOCK_CURRENT_EDGE',
+        match: (s, b) => b.dirId === s.p && b.wasMoved,
+        action: { t: 'duplicate-lose-first-answer' },
+        expect: 'done',
+      },
     },
     {
       step: 'rollback_resp',
@@ -316,6 +345,19 @@ const renameDirectory: TxnCase = {
       repaired: 'done',
     },
     {
+      step: 'verify_old_gone_resp',
+      kind: 'LOOKUP',
+      match: (s, b) => b.dirId === s.a,
+      errors: [E.DIRECTORY_NOT_FOUND, E.NAME_NOT_FOUND, E.INTERNAL_ERROR],
+      expect: () => 'done',
+      via: {
+        kind: 'UNLOCK_CURRENT_EDGE',
+        match: (s, b) => b.dirId === s.a && b.wasMoved,
+        action: { t: 'duplicate-lose-first-answer' },
+        expect: 'done',
+      },
+    },
+    {
       step: 'rollback_resp',
       kind: 'UNLOCK_CURRENT_EDGE',
       match: (s, b) => b.dirId === s.a && !b.wasMoved,
@@ -331,17 +373,18 @@ const renameDirectory: TxnCase = {
 export const TXN_CASES: TxnCase[] = [makeDirectory, renameFile, removeDirectory, renameDirectory];
 
 export function stepLabel(tc: TxnCase, st: StepSpec): string {
-  return `${tc.kind} ${st.step} (${st.kind}${st.via ? ` after ${errorName(st.via.code)}` : ''})`;
+  const via = st.via ? ` after ${st.via.code !== undefined ? errorName(st.via.code) : `${st.via.kind} ${st.via.action!.t}`}` : '';
+  return `${tc.kind} ${st.step} (${st.kind}${via})`;
 }
 
 /** Arm the rule that leads to a rollback step, if it is one. */
 export function armVia(c: CdcCluster, st: StepSpec, s: any): void {
-  if (st.via) c.proxy!.addRule({ kind: st.via.kind, match: (b) => st.via!.match(s, b), action: { t: 'error', code: st.via.code } });
+  if (st.via) c.proxy!.addRule({ kind: st.via.kind, match: (b) => st.via!.match(s, b), action: st.via.action ?? { t: 'error', code: st.via.code! } });
 }
 
 /** The outcome a transient fault (anything but a definitive error) must not change. */
 export async function checkUnaffected(c: CdcCluster, tc: TxnCase, st: StepSpec, s: any, o: Outcome, what: string): Promise<void> {
-  if (st.via) {
+  if (st.via && st.via.expect !== 'done') {
     assert.equal(o.ok ? 'success' : errorName(o.code), errorName(st.via.expect), `${what}: the rollback's cause is reported`);
     await tc.checkUndone(c, s);
   } else {
