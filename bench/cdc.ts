@@ -3,7 +3,7 @@
 // no CDC involved) measured in the same run, and the same mkdirs from one client at a time (what
 // the serial original could do at best).
 //
-//   node dist/bench/cdc.js [--clients 32] [--seconds 4] [--cdc-sync full|normal] [--shard-sync normal|full]
+//   node dist/bench/cdc.js [--clients 32] [--seconds 4] [--cdc-sync full|normal] [--shard-sync normal|full] [--cdc-stats]
 //
 // Starts one `eggsfs shard` process (256 shards) and one `eggsfs cdc` in a fresh temp dir on free
 // ports; the load generator runs in this process.
@@ -78,6 +78,7 @@ async function main(): Promise<void> {
       seconds: { type: 'string', default: '4' },
       'cdc-sync': { type: 'string', default: 'full' },
       'shard-sync': { type: 'string', default: 'normal' },
+      'cdc-stats': { type: 'boolean', default: false },
     },
   });
   const clients = Number(values.clients);
@@ -89,6 +90,7 @@ async function main(): Promise<void> {
   const cdc = await start([
     'cdc', '--dir', path.join(dir, 'cdc'), '--bind', '127.0.0.1', '--port', String(cdcPort),
     '--shard-host', '127.0.0.1', '--shard-base-port', String(shardBase), '--sync', values['cdc-sync']!,
+    ...(values['cdc-stats'] ? ['--stats-ms', '1000'] : []),
   ]);
   const trs = Array.from({ length: TRANSPORTS }, () => new UdpTransport({ defaultTimeoutMs: 5_000, defaultAttempts: 3 }));
   const tr = (c: number) => trs[c % TRANSPORTS]!;

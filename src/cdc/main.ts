@@ -28,6 +28,8 @@ const USAGE = `usage: eggsfs cdc --dir D [options]
   --max-running N         transactions executing at once (default ${MAX_TXNS_RUNNING})
   --max-queued N          transactions waiting behind them (default ${MAX_TXNS_QUEUED}); when full,
                           new requests are answered TIMEOUT at once (nothing done, retry later)
+  --stats-ms N            log transactions, commits (rows per commit, time) and shard round
+                          trips every N ms (default 0: never)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -46,6 +48,7 @@ export async function run(argv: string[]): Promise<number> {
       sync: { type: 'string', default: 'full' },
       'max-running': { type: 'string', default: String(MAX_TXNS_RUNNING) },
       'max-queued': { type: 'string', default: String(MAX_TXNS_QUEUED) },
+      'stats-ms': { type: 'string', default: '0' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -92,6 +95,7 @@ export async function run(argv: string[]): Promise<number> {
     maxRunning,
     maxQueued,
     crashAt: process.env.EGGSFS_CDC_CRASH_AT || undefined,
+    statsEveryMs: parseIntArg('stats-ms', values['stats-ms'], 0, 3_600_000),
   });
   await server.start();
 

@@ -65,6 +65,8 @@ export interface CdcServerOptions {
   maxQueued?: number;
   /** Debug (fault-injection tests): "KIND:step:phase", phase persisted|sent|answered. */
   crashAt?: string;
+  /** Log a statistics line this often (0/undefined: never). */
+  statsEveryMs?: number;
 }
 
 interface InFlight {
@@ -74,6 +76,8 @@ interface InFlight {
   datagram: Buffer;
   /** Times sent so far (a resumed request counts as sent once: it may have been). */
   sends: number;
+  /** process.hrtime of the first send in this process (for the statistics). */
+  firstSentNs: bigint;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -131,6 +135,10 @@ export class CdcServer {
   private committing: { seq: number; out: Outgoing[]; done: Txn[] } | undefined;
   private writer: Worker | undefined;
   private onIdle: (() => void) | undefined;
+  private commitStartNs = 0n;
+  /** Since the last statistics line (EGGSFS_CDC_STATS_MS). */
+  private statCounters = { txns: 0, commits: 0, committedRows: 0, commitNs: 0n, answers: 0, shardRttNs: 0n, resends: 0 };
+  private statsTimer: NodeJS.Timeout | undefined;
   private nextTxnId: number;
   private nextShardRequestId: bigint;
   private nextDirectoryId: bigint;
@@ -201,6 +209,10 @@ export class CdcServer {
       }
     }
     this.boundPort = this.clientSock.address().port;
+    if (this.opts.statsEveryMs) {
+      this.statsTimer = setInterval(() => this.logStats(), this.opts.statsEveryMs);
+      this.statsTimer.unref();
+    }
     // Resume what was running when the CDC stopped: resend each persisted request.
     for (const t of this.inFlight.values()) this.sendShard(t, t.inFlight!);
   }
@@ -224,6 +236,7 @@ export class CdcServer {
         kind: decl.name as ShardKindName,
         datagram: row.shardRequestBody!,
         sends: 1,
+        firstSentNs: 0n,
         timer: undefined,
       };
       this.scheduler.adopt(t);
@@ -336,8 +349,21 @@ export class CdcServer {
   // -------------------------------------------------------------------------------------------
   // Transaction driver
 
+  private logStats(): void {
+    const c = this.statCounters;
+    if (c.txns === 0 && c.answers === 0) return;
+    const ms = (ns: bigint, n: number) => (n === 0 ? '-' : (Number(ns / BigInt(n)) / 1e6).toFixed(2));
+    log.info(
+      `last ${this.opts.statsEveryMs} ms: ${c.txns} transactions begun, ${c.commits} commits of ${(c.committedRows / Math.max(1, c.commits)).toFixed(1)} rows ` +
+        `(${ms(c.commitNs, c.commits)} ms each), ${c.answers} shard answers (${ms(c.shardRttNs, c.answers)} ms after sending), ${c.resends} resends; ` +
+        `now ${this.scheduler.running} running, ${this.scheduler.queued} queued`,
+    );
+    this.statCounters = { txns: 0, commits: 0, committedRows: 0, commitNs: 0n, answers: 0, shardRttNs: 0n, resends: 0 };
+  }
+
   /** Called by the scheduler once the transaction holds its locks. */
   private begin(t: Txn): void {
+    this.statCounters.txns++;
     t.id = this.nextTxnId++;
     t.startedTime = eggsNow();
     t.state = {};
@@ -367,7 +393,7 @@ export class CdcServer {
         return this.apply(t, { t: 'error', code: ErrorCode.INTERNAL_ERROR, why: 'encoding' });
       }
       t.step = r.step;
-      t.inFlight = { requestId, shard: r.shard, kind: r.kind, datagram, sends: 0, timer: undefined };
+      t.inFlight = { requestId, shard: r.shard, kind: r.kind, datagram, sends: 0, firstSentNs: 0n, timer: undefined };
       this.inFlight.set(requestId, t);
       this.markDirty(t);
       this.outbox.push({ t: 'shard', txn: t, req: t.inFlight });
@@ -434,6 +460,9 @@ export class CdcServer {
     this.counterDirty = false;
     this.committing = { seq, out, done };
     this.writer!.postMessage(batch);
+    this.commitStartNs = process.hrtime.bigint();
+    this.statCounters.commits++;
+    this.statCounters.committedRows += rows.length;
   }
 
   private onCommitted(r: WorkerReply): void {
@@ -445,6 +474,7 @@ export class CdcServer {
       process.exit(1);
     }
     this.committing = undefined;
+    this.statCounters.commitNs += process.hrtime.bigint() - this.commitStartNs;
     for (const t of c.done) t.persistedDone = true;
     if (this.crash?.phase === 'persisted' && c.out.some((o) => o.t === 'shard' && this.crashMatches(o.txn))) this.crashNow();
     if (!this.closed) {
@@ -489,6 +519,8 @@ export class CdcServer {
   private sendShard(t: Txn, req: InFlight): void {
     if (this.closed) return;
     req.sends++;
+    if (req.firstSentNs === 0n) req.firstSentNs = process.hrtime.bigint();
+    if (req.sends > 1) this.statCounters.resends++;
     const backoff = Math.min(2 ** Math.max(0, req.sends - 1), MAX_RESEND_BACKOFF_FACTOR);
     req.timer = setTimeout(() => {
       if (t.inFlight !== req) return;
@@ -510,6 +542,8 @@ export class CdcServer {
     const t = this.inFlight.get(id);
     if (!t || !t.inFlight || t.inFlight.requestId !== id) return; // late, duplicated or foreign
     const req = t.inFlight;
+    this.statCounters.answers++;
+    this.statCounters.shardRttNs += process.hrtime.bigint() - req.firstSentNs;
     let decoded;
     try {
       decoded = decodeResponse(SHARD_PROTOCOL, msg, SHARD_MESSAGES[req.kind] as MessageDecl);
@@ -550,6 +584,7 @@ export class CdcServer {
     this.flush();
     if (this.committing) await new Promise<void>((r) => (this.onIdle = r));
     this.closed = true;
+    if (this.statsTimer) clearInterval(this.statsTimer);
     for (const t of this.inFlight.values()) if (t.inFlight?.timer) clearTimeout(t.inFlight.timer);
     await Promise.all([
       new Promise<void>((r) => this.clientSock.close(() => r())),
