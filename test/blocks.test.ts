@@ -173,6 +173,25 @@ describe('block service', () => {
     assert.deepEqual(await client.fetch(bs.addr, id), data);
   });
 
+  test('a retried write of a block whose stored copy is damaged stores it again; the damaged copy is never served', async () => {
+    // Damage after the acknowledgement (bad sectors, a half-lost write-back): the retry must not
+    // be acknowledged on the strength of the CRC record alone.
+    for (const size of [5000, 3 << 20]) {
+      const id = freshId();
+      const data = payload(size, 9);
+      const cert = blockWriteCertificate(bs.key, id, crcToBytes(crc32c(data)), data.length);
+      await client.write(bs.addr, id, crc32c(data), data, cert);
+      const file = path.join(bs.dir, blockRelativePath(id));
+      const torn = Buffer.from(data);
+      torn.fill(0, size >> 1); // the second half lost
+      fs.writeFileSync(file, torn);
+      await assert.rejects(client.fetch(bs.addr, id), BlockServiceError);
+      await client.write(bs.addr, id, crc32c(data), data, cert);
+      assert.deepEqual(fs.readFileSync(file), data);
+      assert.deepEqual(await client.fetch(bs.addr, id), data);
+    }
+  });
+
   test('bad certificate, CRC mismatch, wrong size, out-of-window id: refused, nothing stored', async () => {
     const before = storedFiles(bs.dir);
     const data = payload(4096, 5);

@@ -12,7 +12,7 @@ import { crc32c, crcFromBytes, crcToBytes } from '../proto/crc32c.js';
 import { eggsNow } from '../proto/time.js';
 import { ByteBudget, ExactReader, ReadTimeoutError, ShortReadError, writeWithDrain } from '../util/exact-reader.js';
 import type { Logger } from '../util/log.js';
-import type { BlockStore } from './store.js';
+import type { BlockInfo, BlockStore } from './store.js';
 
 export interface BlockServerLimits {
   /** Largest block accepted; never above the protocol's MAX_BLOCK_BYTES. */
@@ -161,16 +161,22 @@ export class BlockServer {
       if (onDisk !== null) {
         // A retried write. Accept it (same proof) if it is the block we hold; the certificate
         // binds id, size and CRC, so equal size and CRC means the bytes the shard agreed to.
-        let crc = 0;
-        for await (const chunk of reader.chunks(req.size)) crc = crc32c(chunk, crc);
-        if (crc !== wantCrc) throw new Refusal(`write ${id}: data CRC ${crc.toString(16)} does not match the header's ${wantCrc.toString(16)}`);
         const same = existing ? existing.sizeBytes === req.size && existing.crc === wantCrc : onDisk === req.size;
-        if (!same) throw new Refusal(`write ${id}: a different block with this id is already stored`);
-        this.log.info(`write ${id}: already stored with the same size and CRC; acknowledging again`);
-        return;
+        // A recorded copy that no longer matches its record (damaged on disk) could never be
+        // served: the retry stores the block again instead of acknowledging it.
+        const intact = same && existing ? await this.storedIntact(req.blockId, existing) : same;
+        if (!same || intact) {
+          let crc = 0;
+          for await (const chunk of reader.chunks(req.size)) crc = crc32c(chunk, crc);
+          if (crc !== wantCrc) throw new Refusal(`write ${id}: data CRC ${crc.toString(16)} does not match the header's ${wantCrc.toString(16)}`);
+          if (!same) throw new Refusal(`write ${id}: a different block with this id is already stored`);
+          this.log.info(`write ${id}: already stored with the same size and CRC; acknowledging again`);
+          return;
+        }
+        this.log.warn(`write ${id}: the stored copy does not match its CRC record (damaged); storing it again`);
       }
       const pending = await this.store.beginWrite(req.blockId, req.size <= WRITE_BATCH_BYTES);
-      pending.replacesSizeBytes = null; // checked above, under this block's exclusive slot
+      pending.replacesSizeBytes = onDisk; // checked above, under this block's exclusive slot
       let inFlight: Promise<void> | null = null;
       try {
         let crc = 0;
@@ -209,6 +215,12 @@ export class BlockServer {
     resp.writeBigUInt64LE(req.blockId, 1);
     blockWriteProof(this.store.secretKey, req.blockId).copy(resp, 9);
     await writeWithDrain(socket, resp, this.limits.idleTimeoutMs);
+  }
+
+  /** Whether the stored bytes of a recorded block still match its record. */
+  private async storedIntact(blockId: bigint, rec: BlockInfo): Promise<boolean> {
+    const onDisk = await this.store.diskCrc(blockId, READ_CHUNK_BYTES);
+    return onDisk !== null && onDisk.sizeBytes === rec.sizeBytes && onDisk.crc === rec.crc;
   }
 
   /**

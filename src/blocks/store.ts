@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { blockRelativePath } from '../proto/blockwire.js';
 import { KEY_BYTES, newSecretKey } from '../proto/crypto.js';
+import { crc32c } from '../proto/crc32c.js';
 import { flockExclusive } from './lock.js';
 import type { Logger } from '../util/log.js';
 
@@ -398,6 +399,30 @@ export class BlockStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw err;
+    }
+  }
+
+  /** Size and CRC of the bytes on disk (null: no such block). Reads the whole file. */
+  async diskCrc(blockId: bigint, chunkBytes: number): Promise<BlockInfo | null> {
+    let fh: FileHandle;
+    try {
+      fh = await fsp.open(this.blockPath(blockId), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+    try {
+      const buf = Buffer.allocUnsafe(chunkBytes);
+      let crc = 0;
+      let size = 0;
+      for (;;) {
+        const r = await fh.read(buf, 0, buf.length, size);
+        if (r.bytesRead === 0) return { sizeBytes: size, crc };
+        crc = crc32c(buf.subarray(0, r.bytesRead), crc);
+        size += r.bytesRead;
+      }
+    } finally {
+      await fh.close();
     }
   }
 
