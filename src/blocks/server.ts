@@ -246,7 +246,8 @@ export class BlockServer {
       const head = Buffer.allocUnsafe(5);
       head[0] = BLOCK_MESSAGES.FETCH.respKind;
       head.writeUInt32LE(size, 1);
-      socket.write(head);
+      // The header goes out with the first chunk: one send, and one read for the client.
+      let headSent = false;
       let crc = 0;
       let pos = 0;
       const readAt = async (at: number): Promise<Buffer> => {
@@ -281,8 +282,18 @@ export class BlockServer {
           if (pos === size && rec && crc !== rec.crc) {
             throw new Refusal(`fetch ${id}: corrupted: CRC ${crc.toString(16)} on disk, ${rec.crc.toString(16)} written`);
           }
-          await writeWithDrain(socket, cur, this.limits.idleTimeoutMs, FETCH_SOCKET_QUEUE_BYTES);
+          if (headSent) {
+            await writeWithDrain(socket, cur, this.limits.idleTimeoutMs, FETCH_SOCKET_QUEUE_BYTES);
+          } else {
+            headSent = true;
+            socket.cork();
+            socket.write(head);
+            const sent = writeWithDrain(socket, cur, this.limits.idleTimeoutMs, FETCH_SOCKET_QUEUE_BYTES);
+            socket.uncork(); // before waiting: a corked socket never drains
+            await sent;
+          }
         }
+        if (!headSent) socket.write(head); // an empty block
       } finally {
         await Promise.allSettled(inFlight);
       }
