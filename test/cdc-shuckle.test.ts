@@ -8,6 +8,7 @@ import { fetchCdc } from '../src/client/shuckle.js';
 import { UdpTransport } from '../src/client/transport.js';
 import { ROOT_DIR_INODE_ID, shardOf } from '../src/proto/ids.js';
 import { freeTcpPort, freeUdpPort, freeUdpRange } from './helpers/ports.js';
+import { startWithRetry } from './helpers/cdc-fixture.js';
 import { runEggsfs, startEggsfs, tempDir, type Service } from './helpers/proc.js';
 
 test('CDC with --shuckle: discovers shards, registers itself, serves; fsck --shuckle is clean', async () => {
@@ -23,13 +24,12 @@ test('CDC with --shuckle: discovers shards, registers itself, serves; fsck --shu
     procs.push(shuckle);
     await shuckle.waitFor(/^ready shuckle /);
     const url = `http://127.0.0.1:${httpPort}`;
-    const shardBase = await freeUdpRange(256);
-    const shards = startEggsfs(
-      ['shard', '--shards', '0-255', '--dir', `${dir.path}/shards`, '--bind', '127.0.0.1', '--base-port', String(shardBase), '--shuckle', url, '--register-ms', '500'],
-      { env },
+    const shards = await startWithRetry(
+      async () => ['shard', '--shards', '0-255', '--dir', `${dir.path}/shards`, '--bind', '127.0.0.1', '--base-port', String(await freeUdpRange(256)), '--shuckle', url, '--register-ms', '500'],
+      /^ready shard /,
+      env,
     );
     procs.push(shards);
-    await shards.waitFor(/^ready shard /, 60_000);
     const cdcPort = await freeUdpPort();
     const cdc = startEggsfs(['cdc', '--dir', `${dir.path}/cdc`, '--bind', '127.0.0.1', '--port', String(cdcPort), '--shuckle', url, '--shard-timeout-ms', '200'], { env });
     procs.push(cdc);

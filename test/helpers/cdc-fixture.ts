@@ -15,6 +15,27 @@ import { UdpFaultProxy } from './udp-fault-proxy.js';
 export const ROOT = ROOT_DIR_INODE_ID;
 export const SHARDS = 256;
 
+/**
+ * Start a process serving many UDP ports; another test on this machine may grab one of them
+ * between our check and our bind, so a start that fails is retried (with fresh ports from
+ * `ports()` when given).
+ */
+export async function startWithRetry(makeArgs: () => Promise<string[]> | string[], ready: RegExp, env: NodeJS.ProcessEnv = {}): Promise<Service> {
+  const MAX_STARTS = 10;
+  for (let attempt = 1; ; attempt++) {
+    const p = startEggsfs(await makeArgs(), { env });
+    try {
+      await p.waitFor(ready, 60_000);
+      return p;
+    } catch (err) {
+      await p.kill('SIGKILL');
+      if (attempt >= MAX_STARTS) throw err;
+      process.stderr.write(`start ${attempt} failed, retrying: ${(err as Error).message.slice(0, 300)}\n`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+}
+
 export type Outcome<T = any> = { ok: true; body: T } | { ok: false; code: number };
 
 export interface CdcClusterOptions {
@@ -65,24 +86,12 @@ export class CdcCluster {
     return { host: '127.0.0.1', port: this.shardBase + shard };
   }
 
-  /**
-   * Start (or restart) the shard process. While it was down another test on this machine may have
-   * bound one of its ports for a moment, so a failed start is retried a few times.
-   */
+  /** Start (or restart) the shard process on its fixed ports (retried: see startWithRetry). */
   private async startShards(): Promise<void> {
-    const MAX_STARTS = 10;
-    for (let attempt = 1; ; attempt++) {
-      this.shardProc = startEggsfs(['shard', '--shards', `0-${SHARDS - 1}`, '--dir', this.shardDir.path, '--bind', '127.0.0.1', '--base-port', String(this.shardBase)]);
-      try {
-        await this.shardProc.waitFor(/^ready shard /, 60_000);
-        return;
-      } catch (err) {
-        await this.shardProc.kill('SIGKILL');
-        if (attempt >= MAX_STARTS) throw err;
-        process.stderr.write(`cdc fixture: shard start ${attempt} failed, retrying: ${(err as Error).message.slice(0, 500)}\n`);
-        await new Promise((r) => setTimeout(r, 300));
-      }
-    }
+    this.shardProc = await startWithRetry(
+      () => ['shard', '--shards', `0-${SHARDS - 1}`, '--dir', this.shardDir.path, '--bind', '127.0.0.1', '--base-port', String(this.shardBase)],
+      /^ready shard /,
+    );
   }
 
   async startCdc(env: NodeJS.ProcessEnv = this.cdcEnv): Promise<void> {
