@@ -97,8 +97,8 @@ export class CdcCluster {
   async startCdc(env: NodeJS.ProcessEnv = this.cdcEnv): Promise<void> {
     this.cdcEnv = env;
     const target = this.proxy ? this.proxy.basePort : this.shardBase;
-    this.cdcProc = startEggsfs(
-      [
+    this.cdcProc = await startWithRetry(
+      () => [
         'cdc',
         '--dir',
         this.cdcDir.path,
@@ -114,9 +114,9 @@ export class CdcCluster {
         String(this.opts.shardTimeoutMs ?? 150),
         ...(this.opts.cdcArgs ?? []),
       ],
-      { env },
+      /^ready cdc /,
+      env,
     );
-    await this.cdcProc.waitFor(/^ready cdc /, 30_000);
   }
 
   /** kill -9 the CDC (if still running) and start it again, optionally with another environment. */
