@@ -9,7 +9,8 @@
 //   * resident memory of the whole cluster (run + its four children) at rest after start, and its
 //     peak while the large file is written and read.
 //
-//   node dist/bench/e2e.js [--bytes 1073741824] [--files 10000] [--block-services 10] [--dir BASE]
+//   node dist/bench/e2e.js [--bytes 1073741824] [--files 10000] [--block-services 10] [--reps 2] [--dir BASE]
+// (with 10 block services the client's default parity is 4+2; 1+0 is the original's single block)
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, createReadStream, createWriteStream, openSync, readFileSync, mkdirSync, rmSync } from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -33,6 +34,7 @@ const FILES = Number(arg('files', '10000'));
 const BLOCK_SERVICES = Number(arg('block-services', '10'));
 const BASE = arg('dir', os.tmpdir());
 const PARALLEL = 64;
+const REPS = Number(arg('reps', '2'));
 
 function rssBytes(pid: number): number {
   try {
@@ -107,29 +109,41 @@ async function main(): Promise<void> {
       await new Promise<void>((r) => out.end(() => r()));
     }
     const env = cluster.env;
-    const load = sampler(pids);
-    const writeMs = await runCli(['copy_into', '/big', src], env);
-    const readMs = await runCli(['cat', '/big'], env);
-    const loadRss = load.stop();
-    // Local baseline: the same copy with Node streams, then fsync; then read it back.
     const dst = path.join(work, 'local-copy.bin');
-    const localWriteMs = await timed(async () => {
-      await pipeline(createReadStream(src, { highWaterMark: MiB }), createWriteStream(dst, { highWaterMark: MiB }));
-      const fh = await fsp.open(dst, 'r+');
-      await fh.sync();
-      await fh.close();
-    });
-    // The disk itself (O_DIRECT, no page cache), and the page cache (where our blocks are too).
-    const localDiskReadMs = await timed(async () => {
-      const r = spawnSync('dd', [`if=${dst}`, 'of=/dev/null', 'bs=1M', 'iflag=direct'], { stdio: 'ignore' });
-      if (r.status !== 0) throw new Error('dd failed');
-    });
-    const localReadMs = await timed(() => pipeline(createReadStream(dst, { highWaterMark: MiB }), createWriteStream('/dev/null')));
+    // The machine is shared and its figures swing: each measurement is repeated REPS times,
+    // ours and the local baseline interleaved, and the best of each is kept.
+    const best = { w: Infinity, r: Infinity, w10: Infinity, r10: Infinity, lw: Infinity, ld: Infinity, lr: Infinity };
+    const load = sampler(pids);
+    for (let rep = 0; rep < REPS; rep++) {
+      best.w = Math.min(best.w, await runCli(['copy_into', `/big-${rep}`, src], env));
+      best.r = Math.min(best.r, await runCli(['cat', `/big-${rep}`], env));
+      best.w10 = Math.min(best.w10, await runCli(['copy_into', '--parity', '1+0', `/big10-${rep}`, src], env));
+      best.r10 = Math.min(best.r10, await runCli(['cat', `/big10-${rep}`], env));
+      await runCli(['rm', `/big-${rep}`], env);
+      await runCli(['rm', `/big10-${rep}`], env);
+      // Local: the same copy with Node streams ending in fsync; the disk itself (O_DIRECT, no page
+      // cache); and the page cache (where our just-written blocks are too).
+      best.lw = Math.min(best.lw, await timed(async () => {
+        await pipeline(createReadStream(src, { highWaterMark: MiB }), createWriteStream(dst, { highWaterMark: MiB }));
+        const fh = await fsp.open(dst, 'r+');
+        await fh.sync();
+        await fh.close();
+      }));
+      best.ld = Math.min(best.ld, await timed(async () => {
+        const r = spawnSync('dd', [`if=${dst}`, 'of=/dev/null', 'bs=1M', 'iflag=direct'], { stdio: 'ignore' });
+        if (r.status !== 0) throw new Error('dd failed');
+      }));
+      best.lr = Math.min(best.lr, await timed(() => pipeline(createReadStream(dst, { highWaterMark: MiB }), createWriteStream('/dev/null'))));
+      rmSync(dst);
+    }
+    const loadRss = load.stop();
     const mib = BYTES / MiB;
-    row(`copy_into ${mib} MiB vs Node copy + fsync`, mib / (writeMs / 1000), mib / (localWriteMs / 1000), 'MiB/s');
-    row(`cat ${mib} MiB vs dd iflag=direct (disk)`, mib / (readMs / 1000), mib / (localDiskReadMs / 1000), 'MiB/s');
-    row(`cat ${mib} MiB vs Node read (page cache)`, mib / (readMs / 1000), mib / (localReadMs / 1000), 'MiB/s');
-    rmSync(dst);
+    const rate = (ms: number) => mib / (ms / 1000);
+    row(`copy_into ${mib} MiB (default parity) vs Node copy + fsync`, rate(best.w), rate(best.lw), 'MiB/s');
+    row(`copy_into ${mib} MiB --parity 1+0 vs Node copy + fsync`, rate(best.w10), rate(best.lw), 'MiB/s');
+    row(`cat ${mib} MiB (default parity) vs dd iflag=direct`, rate(best.r), rate(best.ld), 'MiB/s');
+    row(`cat ${mib} MiB (1+0) vs dd iflag=direct`, rate(best.r10), rate(best.ld), 'MiB/s');
+    row(`cat ${mib} MiB (1+0) vs Node read (page cache)`, rate(best.r10), rate(best.lr), 'MiB/s');
 
     // ---------------------------------------------------------------- small files
     const c = await EggsClient.connect({ shuckleUrl: cluster.shuckleUrl });

@@ -29,6 +29,8 @@ interface Ctx {
   out: NodeJS.WriteStream;
 }
 
+const COPY_INTO_SPAN_BYTES = 32 << 20;
+
 const COMMON_FLAGS: Record<string, string> = {
   'shuckle=': `shuckle URL of the cluster (default $EGGSFS_SHUCKLE or ${DEFAULT_SHUCKLE_URL})`,
   'timeout-ms=': 'time to wait for each metadata answer before resending (default 2000)',
@@ -39,7 +41,7 @@ const COMMON_FLAGS: Record<string, string> = {
 
 const WRITE_FLAGS: Record<string, string> = {
   'parity=': 'redundancy of new spans: D+P (D data + P parity blocks, e.g. 4+2; 1+P = P+1 mirrored copies; 1+0 = none) or the parity byte (default: 4+2 on clusters of 7 or more block services, else 1+0)',
-  'span-bytes=': 'bytes per span (default 8 MiB)',
+  'span-bytes=': 'bytes per span (default 32 MiB for copy_into, 8 MiB otherwise)',
   'no-progress': 'never show a progress bar',
 };
 
@@ -400,6 +402,9 @@ export async function run(argv: string[], name: string): Promise<number> {
     async client() {
       const t = flags.get('timeout-ms');
       const opts: ClientOptions = { shuckleUrl, ...spanOpts(ctx), ...extraClientOpts };
+      // Whole-file copies can afford bigger spans than a library default that also serves many
+      // files open at once (FUSE): fewer round trips and fsyncs per byte.
+      if (name === 'copy_into' && !flags.has('span-bytes')) opts.spanBytes = COPY_INTO_SPAN_BYTES;
       // Direct addressing, for clusters whose shuckle predates shard/CDC discovery (the original).
       const shards = flags.get('shards');
       const cdc = flags.get('cdc');

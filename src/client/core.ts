@@ -15,8 +15,10 @@ export interface CoreOptions {
   storageClass: number;
   spanBytes: number;
   blockTimeoutMs: number;
-  /** Spans read ahead of the consumer (each up to spanBytes of memory). */
+  /** Most spans read ahead of the consumer. */
   readAheadSpans: number;
+  /** Spans are read ahead while the ones in flight total less than this (at least one is). */
+  readAheadBytes: number;
 }
 
 export class ClientCore {

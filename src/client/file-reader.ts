@@ -225,8 +225,9 @@ function spanKind(span: Span): 'inline' | 'zero' | 'blocks' {
 }
 
 /**
- * The bytes [start, end) of a file as a sequence of buffers, reading up to `readAhead` block spans
- * ahead of the consumer. Stops early at EOF.
+ * The bytes [start, end) of a file as a sequence of buffers, reading block spans ahead of the
+ * consumer: at least one, then more while they total under readAheadBytes (and number at most
+ * readAheadSpans), so memory is bounded in bytes whatever the file's span size. Stops at EOF.
  */
 export async function* readFileChunks(core: ClientCore, fileId: bigint, start: number, end: number): AsyncGenerator<Buffer> {
   if (end <= start) return;
@@ -234,8 +235,10 @@ export async function* readFileChunks(core: ClientCore, fileId: bigint, start: n
   const queue: { span: Span; data?: Promise<Buffer> }[] = [];
   let exhausted = false;
   const readAhead = Math.max(1, core.opts.readAheadSpans);
+  const aheadBytes = () => queue.reduce((sum, q) => sum + (q.data ? q.span.size : 0), 0);
+  const aheadSpans = () => queue.filter((q) => q.data).length;
   const refill = async () => {
-    while (!exhausted && queue.filter((q) => q.data).length < readAhead) {
+    while (!exhausted && (aheadSpans() === 0 || (aheadSpans() < readAhead && aheadBytes() < core.opts.readAheadBytes))) {
       const n = await spans.next();
       if (n.done || n.value.offset >= end) {
         exhausted = true;

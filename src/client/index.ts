@@ -37,8 +37,10 @@ export interface ClientOptions {
   spanBytes?: number;
   /** Largest block wanted: spans are made no longer than blockBytes × D (D = data blocks of the default parity). */
   blockBytes?: number;
-  /** Block spans fetched ahead of a reader. */
+  /** Most block spans fetched ahead of a reader (default 16). */
   readAheadSpans?: number;
+  /** Bytes of block spans fetched ahead of a reader (default 16 MiB; at least one span). */
+  readAheadBytes?: number;
   blockTimeoutMs?: number;
 }
 
@@ -60,7 +62,8 @@ export interface DirEntry {
 export const DEFAULT_SPAN_BYTES = 8 << 20;
 export const MAX_SPAN_BYTES = 64 << 20;
 export const DEFAULT_PARITY = 0x01;
-export const DEFAULT_READ_AHEAD_SPANS = 2;
+export const DEFAULT_READ_AHEAD_SPANS = 16;
+export const DEFAULT_READ_AHEAD_BYTES = 16 << 20;
 /** CDC transactions take several shard round trips; each attempt gets this much time. */
 const DEFAULT_CDC_TIMEOUT_MS = 5_000;
 
@@ -113,6 +116,7 @@ export class EggsClient {
       spanBytes,
       blockTimeoutMs: opts.blockTimeoutMs ?? 30_000,
       readAheadSpans: opts.readAheadSpans ?? DEFAULT_READ_AHEAD_SPANS,
+      readAheadBytes: opts.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES,
     };
     const transport = new UdpTransport({ defaultTimeoutMs: timeoutMs, defaultAttempts: core.attempts });
     return new EggsClient(new ClientCore(transport, newBlockClient(core.blockTimeoutMs), shards, cdc, core), opts.shuckleUrl, opts.clusterSecret);
