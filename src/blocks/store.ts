@@ -359,6 +359,21 @@ export class BlockStore {
       }
     }
     if (tmpRemoved > 0) log.warn(`${this.dir}: removed ${tmpRemoved} unfinished block writes left by a crash`);
+    // All 256 sub-directories up front (one directory fsync for all), so that no write pays for
+    // a mkdir and an fsync of the root on its path.
+    let made = 0;
+    for (let i = 0; i < 256; i++) {
+      const sub = i.toString(16).padStart(2, '0');
+      if (this.subdirsMade.has(sub)) continue;
+      try {
+        await fsp.mkdir(path.join(this.dir, sub));
+        made++;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      this.subdirsMade.add(sub);
+    }
+    if (made > 0) await fsyncDir(this.dir);
   }
 
   get usedBytes(): number {
