@@ -1,9 +1,14 @@
 // Block-service throughput: write and fetch MiB/s for 1, 10 and ~100 MiB blocks with 1 and 8
 // concurrent clients, against a real `eggsfs blocks` process on a fresh directory, and in the same
 // run the disk's own figures for the same block sizes with dd:
-//   write: dd if=/dev/zero of=F bs=S count=K oflag=dsync     (every S-byte block synced)
+//   write: dd if=/dev/zero of=F bs=S count=K oflag=dsync     (every S-byte block synced: the
+//          ratio's baseline, since every block is acknowledged only once durable)
+//          and dd ... conv=fdatasync (the same total synced once at the end: the disk's streaming
+//          write, shown for reference)
 //   read:  dd if=F of=/dev/null bs=S, with F's page cache dropped first (cold, like our fetch),
-//          and dd iflag=direct bs=1M (the disk without the page cache's readahead)
+//          dd iflag=direct bs=1M (the disk without the page cache's readahead), and `cat` of the
+//          very block files our service stored, cold, with as many cat processes as clients (the
+//          same files and syscalls as our fetch, without the network: its ceiling)
 // Before each fetch phase the blocks' page cache is dropped too (dd oflag=nocache), so fetches
 // read the disk rather than memory.
 //
@@ -49,15 +54,27 @@ function dd(args: string[]): number {
   return Number(m[1]) / MiB / Number(m[2]);
 }
 
-function diskBaseline(dir: string, sizeBytes: number, count: number): { writeMiBs: number; readMiBs: number; directReadMiBs: number } {
+function diskBaseline(dir: string, sizeBytes: number, count: number): { writeMiBs: number; streamWriteMiBs: number; readMiBs: number; directReadMiBs: number } {
   const f = path.join(dir, `dd-${sizeBytes}`);
+  const streamWriteMiBs = dd(['if=/dev/zero', `of=${f}`, `bs=${sizeBytes}`, `count=${count}`, 'conv=fdatasync']);
+  fs.rmSync(f);
   const writeMiBs = dd(['if=/dev/zero', `of=${f}`, `bs=${sizeBytes}`, `count=${count}`, 'oflag=dsync']);
   dropCache(f);
   const readMiBs = dd([`if=${f}`, 'of=/dev/null', `bs=${sizeBytes}`]);
   // O_DIRECT needs aligned sizes: 1 MiB requests, the same total.
   const directReadMiBs = dd([`if=${f}`, 'of=/dev/null', `bs=${MiB}`, 'iflag=direct']);
   fs.rmSync(f);
-  return { writeMiBs, readMiBs, directReadMiBs };
+  return { writeMiBs, streamWriteMiBs, readMiBs, directReadMiBs };
+}
+
+/** MiB/s of `cat` reading `files` cold, split over `readers` parallel processes. */
+function catFiles(files: string[], readers: number, totalBytes: number): number {
+  for (const f of files) dropCache(f);
+  const per = Math.ceil(files.length / readers);
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync('sh', ['-c', `xargs -P ${readers} -n ${per} cat > /dev/null`], { input: files.join('\n') });
+  if (r.status !== 0) throw new Error(`cat of the block files failed: ${r.stderr}`);
+  return totalBytes / MiB / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
 async function pool<T>(items: T[], workers: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -85,8 +102,8 @@ async function main(): Promise<void> {
     const key = fs.readFileSync(path.join(storeDir, 'secret.key'));
     const addr = { ip: '127.0.0.1', port };
     const client = new BlockClient();
-    console.log(`block service benchmark: fresh directory ${dir} (${os.cpus().length} cores); ${totalMiB} MiB per case (at least one block per client), best of ${reps} alternating runs`);
-    console.log('size     clients  write MiB/s  dd dsync write  ratio   fetch MiB/s  dd cold read  ratio  dd direct read  ratio');
+    console.log(`block service benchmark: fresh directory ${dir} (${os.cpus().length} cores); ${totalMiB} MiB per case (at least one block per client), best of ${reps} alternating runs; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+    console.log('size     clients  write MiB/s  dd dsync write  ratio  dd fdatasync   fetch MiB/s  dd cold read  ratio  dd direct read  ratio  cat blocks  ratio');
     let idSeq = 0n;
     for (const sizeMiB of sizesMiB) {
       const size = Math.min(MAX_BLOCK_BYTES, Math.round(sizeMiB * MiB));
@@ -102,6 +119,8 @@ async function main(): Promise<void> {
         let bw = 0;
         let br = 0;
         let bd = 0;
+        let bs = 0;
+        let bc = 0;
         for (let rep = 0; rep < reps; rep++) {
           // Distinct ids, spread over the shard sub-directories like real ones.
           const ids = Array.from({ length: count }, (_, i) => (((eggsNow() >> 8n) + (idSeq += 1n)) << 8n) | BigInt(i & 0xff));
@@ -118,20 +137,24 @@ async function main(): Promise<void> {
             if (got.reduce((a, c) => a + c.length, 0) !== size) throw new Error('short fetch');
           });
           const fetchS = Number(process.hrtime.bigint() - t1) / 1e9;
+          const files = ids.map((id) => path.join(storeDir, blockRelativePath(id)));
+          bc = Math.max(bc, catFiles(files, clients, count * size));
           const base = diskBaseline(dir, size, count);
           w = Math.max(w, (count * size) / MiB / writeS);
           f = Math.max(f, (count * size) / MiB / fetchS);
           bw = Math.max(bw, base.writeMiBs);
           br = Math.max(br, base.readMiBs);
           bd = Math.max(bd, base.directReadMiBs);
+          bs = Math.max(bs, base.streamWriteMiBs);
           // Remove this run's blocks so the directory stays small and fresh.
           for (const id of ids) fs.rmSync(path.join(storeDir, blockRelativePath(id)), { force: true });
         }
         console.log(
-          `${sizeMiB.toFixed(sizeMiB % 1 ? 1 : 0).padStart(4)} MiB ${String(clients).padStart(7)}  ${w.toFixed(0).padStart(11)}  ${bw.toFixed(0).padStart(14)}  ${(w / bw).toFixed(2).padStart(5)}   ${f.toFixed(0).padStart(11)}  ${br.toFixed(0).padStart(12)}  ${(f / br).toFixed(2).padStart(5)}  ${bd.toFixed(0).padStart(14)}  ${(f / bd).toFixed(2).padStart(5)}`,
+          `${sizeMiB.toFixed(sizeMiB % 1 ? 1 : 0).padStart(4)} MiB ${String(clients).padStart(7)}  ${w.toFixed(0).padStart(11)}  ${bw.toFixed(0).padStart(14)}  ${(w / bw).toFixed(2).padStart(5)}  ${bs.toFixed(0).padStart(12)}   ${f.toFixed(0).padStart(11)}  ${br.toFixed(0).padStart(12)}  ${(f / br).toFixed(2).padStart(5)}  ${bd.toFixed(0).padStart(14)}  ${(f / bd).toFixed(2).padStart(5)}  ${bc.toFixed(0).padStart(10)}  ${(f / bc).toFixed(2).padStart(5)}`,
         );
       }
     }
+    console.log(`load average at the end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
     client.close();
   } finally {
     svc.kill('SIGTERM');
