@@ -234,6 +234,8 @@ test('CLI: copy_into --parity D+P, the cluster default (4+2 with 8 services), an
     const env = { EGGSFS_SHUCKLE: cluster.shuckleUrl, EGGSFS_CLUSTER_SECRET: cluster.secret };
     const cp = await runEggsfs(['copy_into', '--parity', '1+2', '--span-bytes', String(SPAN_BYTES), '/cli-mirror', src], { env });
     assert.equal(cp.code, 0, cp.stderr);
+    // The default comes from the services shuckle lists as live when the client connects.
+    await cluster.waitLive([...Array(BLOCK_SERVICES).keys()]);
     const cp2 = await runEggsfs(['copy_into', '--span-bytes', String(SPAN_BYTES), '/cli-default', src], { env });
     assert.equal(cp2.code, 0, cp2.stderr);
     const bad = await runEggsfs(['copy_into', '--parity', '4+x', '/cli-bad', src], { env });

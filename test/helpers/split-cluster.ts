@@ -15,7 +15,7 @@ const POLL_MS = 100;
 const CHECK_PERIOD_MS = 500;
 // Above a check pass's worst case (shuckle waits for every check of a pass, and a hung service's
 // check takes its 3 s I/O timeout), so a hung service does not make the healthy ones stale.
-const STALE_MS = 6_000;
+const STALE_MS = 8_000;
 const SHARD_POLL_MS = 500;
 
 export interface SplitCluster {
@@ -121,7 +121,7 @@ async function startOnce(n: number): Promise<SplitCluster> {
         blocks[i]?.proc.kill(signal);
       },
       startBlocks,
-      async waitLive(live, timeoutMs = 20_000) {
+      async waitLive(live, timeoutMs = 60_000) {
         const want = new Set(live.map(blockPort));
         await until(`block services ${live.join(',')} to be the live ones`, timeoutMs, async () => {
           const list = await fetchBlockServices(so);
