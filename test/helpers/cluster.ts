@@ -70,7 +70,7 @@ export async function startCluster(opts: { blockServices?: number; dir?: string;
   const tmp = opts.dir ? undefined : tempDir('cluster');
   const dir = opts.dir ?? tmp!.path;
   const ports = opts.ports ?? (await allocateClusterPorts(blockServices));
-  const service = startEggsfs([
+  const args = [
     'run',
     dir,
     '--block-services',
@@ -84,13 +84,25 @@ export async function startCluster(opts: { blockServices?: number; dir?: string;
     '--block-base-port',
     String(ports.blockBasePort),
     ...(opts.extraArgs ?? []),
-  ]);
-  try {
-    await service.waitFor(/^ready run /, 90_000);
-  } catch (err) {
-    await service.kill('SIGKILL');
-    tmp?.remove();
-    throw err;
+  ];
+  // Other tests on this machine open ephemeral sockets in the same port range; a port seen free
+  // (or ours before a restart) can be taken for a moment. Such a start is retried on the same ports.
+  const START_ATTEMPTS = 4;
+  let service: Service | undefined;
+  for (let attempt = 1; ; attempt++) {
+    service = startEggsfs(args);
+    try {
+      await service.waitFor(/^ready run /, 90_000);
+      break;
+    } catch (err) {
+      await service.kill('SIGTERM'); // run stops its children; SIGKILL would orphan them
+      if (attempt < START_ATTEMPTS && /EADDRINUSE/.test(service.stderr())) {
+        await new Promise((r) => setTimeout(r, 1_000));
+        continue;
+      }
+      tmp?.remove();
+      throw err;
+    }
   }
   const shuckleUrl = `http://127.0.0.1:${ports.shucklePort}`;
   const stop = () => service.kill('SIGTERM');
