@@ -63,7 +63,7 @@ export class UdpTransport {
       socketBufferBytes: opts.socketBufferBytes ?? DEFAULT_SOCKET_BUFFER_BYTES,
     };
     // Request ids start at the current Eggs time, like the original clients, then count up so that
-    // every request of this socket, resends included, is told apart.
+    // every request of this socket is told apart.
     this.nextRequestId = eggsNow();
     this.socket = dgram.createSocket({ type: 'udp4' });
     this.socket.on('message', (msg) => this.onMessage(msg));
@@ -130,10 +130,13 @@ export class UdpTransport {
     const attempts = Math.max(1, ro.attempts ?? this.opts.defaultAttempts);
     await this.acquireSlot();
     try {
+      // One request id for every resend: an answer to any of the sends completes the request, and
+      // the CDC recognises a resend by its id and answers it from its record instead of running
+      // the transaction twice.
+      const requestId = this.nextRequestId++;
+      const datagram = makeDatagram(requestId);
+      if (datagram.length > UDP_MTU) throw new EggsError(ErrorCode.MALFORMED_REQUEST, `request of ${datagram.length} bytes exceeds ${UDP_MTU}`);
       for (let attempt = 1; ; attempt++) {
-        const requestId = this.nextRequestId++;
-        const datagram = makeDatagram(requestId);
-        if (datagram.length > UDP_MTU) throw new EggsError(ErrorCode.MALFORMED_REQUEST, `request of ${datagram.length} bytes exceeds ${UDP_MTU}`);
         try {
           return await new Promise((resolve, reject) => {
             const p: Pending = { proto, decl, resolve, reject, timer: undefined };
