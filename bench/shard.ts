@@ -224,6 +224,13 @@ async function main(): Promise<void> {
     echoRates.push(r);
     return r;
   };
+  try {
+    await runAll();
+  } finally {
+    echo.kill('SIGTERM');
+  }
+
+  async function runAll(): Promise<void> {
   console.log(`UDP echo ceiling (bare Node server, ${inFlight} in flight, ${clients} client process(es)): ${fmt(await measureEcho())} req/s`);
 
   for (const sync of syncModes) {
@@ -232,7 +239,7 @@ async function main(): Promise<void> {
     const shard = await startProcess([...(process.env.EGGSFS_BENCH_SHARD_NODE_ARGS ?? '').split(' ').filter(Boolean), path.join(REPO, 'bin', 'eggsfs.js'), 'shard', '--shards', `0-${SHARDS - 1}`, '--dir', dir, '--bind', '127.0.0.1', '--base-port', String(basePort), '--sync', sync, '--threads', String(threads)]);
     try {
       // One directory per shard (the root for shard 0), each with a few files.
-      const t = new UdpTransport({ defaultTimeoutMs: 5000, maxInFlight: 256 });
+      const t = new UdpTransport({ defaultTimeoutMs: 5000, defaultAttempts: 5, maxInFlight: 256 });
       const dirs: bigint[] = [];
       for (let s = 0; s < SHARDS; s++) dirs.push(s === 0 ? ROOT_DIR_INODE_ID : ROOT_DIR_INODE_ID | (1n << 8n) | BigInt(s));
       const at = (s: number) => ({ host: '127.0.0.1', port: basePort + s });
@@ -274,11 +281,11 @@ async function main(): Promise<void> {
       rmSync(dir, { recursive: true, force: true });
     }
   }
-  echo.kill('SIGTERM');
   console.log(`\necho ceiling over the run: min ${fmt(Math.min(...echoRates))}, max ${fmt(Math.max(...echoRates))} req/s`);
   console.log(`\n(best of ${repeats} alternating ${seconds}-s windows per row; ${inFlight} requests in flight)`);
   console.log(`\n| operation | target | per second | echo ceiling (same windows) | ratio | errors |\n|---|---|---|---|---|---|`);
   for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+  }
 }
 
 if (process.argv.includes('--client')) {
