@@ -17,6 +17,7 @@ import { SHARD_COUNT } from '../proto/ids.js';
 import { fetchBlockServices, fetchCdc, fetchShards } from '../client/shuckle.js';
 import { UsageError, parseIntArg } from '../util/args.js';
 import { announceReady } from '../util/log.js';
+import type { MountHandle } from '../fuse/index.js';
 
 const EGGSFS_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/eggsfs.js');
 const SECRET_FILE = 'cluster.secret';
@@ -26,6 +27,13 @@ const STOP_GRACE_MS = 10_000;
 const POLL_MS = 100;
 const LOG_TAIL_LINES = 15;
 const MAX_BLOCK_SERVICES = 64;
+// On one machine a dead block service should leave the write path within seconds, not the
+// original's 10 minutes: shuckle checks every service this often and calls one stale after
+// STALE_MS without an answer (longer than a check pass with a hung service, ~3 s), and the shards
+// re-read the list this often, so writers fail over to live services quickly.
+const SHUCKLE_CHECK_PERIOD_MS = 2_000;
+const BLOCK_SERVICE_STALE_MS = 10_000;
+const SHARD_SHUCKLE_POLL_MS = 2_000;
 
 const USAGE = `usage: eggsfs run DATA_DIR [options]
 
@@ -42,6 +50,7 @@ options:
   --cdc-port P           CDC UDP port
   --shard-base-port P    shard s listens on UDP P+s
   --block-base-port P    block service i listens on TCP P+i
+  --mount MNT            also mount the filesystem at MNT with FUSE (needs root and /dev/fuse)
   -v, --verbose          copy every service's log to stderr (they always go to DATA_DIR/logs/)
   --help                 show this help
 
@@ -57,6 +66,7 @@ interface RunOptions {
   shardBasePort: number;
   blockBasePort: number;
   verbose: boolean;
+  mount: string | undefined;
 }
 
 function parse(argv: string[]): RunOptions | null {
@@ -66,6 +76,7 @@ function parse(argv: string[]): RunOptions | null {
   let blockServices = 10;
   let bind = '127.0.0.1';
   let verbose = false;
+  let mount: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i]!;
     let inline: string | undefined;
@@ -105,6 +116,9 @@ function parse(argv: string[]): RunOptions | null {
       case '--block-base-port':
         explicit.blockBasePort = parseIntArg('block-base-port', v(), 1, 65535 - MAX_BLOCK_SERVICES);
         break;
+      case '--mount':
+        mount = path.resolve(v());
+        break;
       case '-v':
       case '--verbose':
         verbose = true;
@@ -125,6 +139,7 @@ function parse(argv: string[]): RunOptions | null {
     shardBasePort: explicit.shardBasePort ?? SHARD_BASE_PORT + offset,
     blockBasePort: explicit.blockBasePort ?? BLOCK_BASE_PORT + offset,
     verbose,
+    mount,
   };
   for (const [k, p] of Object.entries({ shuckle: o.shucklePort, cdc: o.cdcPort, shards: o.shardBasePort + SHARD_COUNT - 1, blocks: o.blockBasePort + blockServices - 1 })) {
     if (p > 65535) throw new UsageError(`the ${k} port ${p} is above 65535 (lower --port-offset)`);
@@ -270,8 +285,11 @@ export async function run(argv: string[]): Promise<number> {
     children.push(c);
     return c;
   };
+  let mount: MountHandle | undefined;
   const stopAll = async () => {
     stopping = true;
+    // The mount first: it is a client of everything else.
+    if (mount) await mount.unmount().catch((err) => process.stderr.write(`eggsfs run: unmounting ${o.mount}: ${(err as Error).message}\n`));
     // Clients' entry points first, the registry last.
     const order = ['cdc', 'shards', 'blocks', 'shuckle'];
     for (const name of order) await Promise.all(children.filter((c) => c.name === name).map((c) => c.stop()));
@@ -298,7 +316,10 @@ export async function run(argv: string[]): Promise<number> {
   const blockDirs = [...Array(o.blockServices).keys()].map((i) => path.join(o.dir, `bs_${i}`));
   try {
     const deadline = Date.now() + STARTUP_TIMEOUT_MS;
-    const shuckle = start('shuckle', ['shuckle', '--dir', o.dir, '--http-port', String(o.shucklePort), '--udp-port', String(o.shucklePort), '--bind', o.bind]);
+    const shuckle = start('shuckle', [
+      'shuckle', '--dir', o.dir, '--http-port', String(o.shucklePort), '--udp-port', String(o.shucklePort), '--bind', o.bind,
+      '--check-period-ms', String(SHUCKLE_CHECK_PERIOD_MS), '--stale-ms', String(BLOCK_SERVICE_STALE_MS),
+    ]);
     await shuckle.ready(STARTUP_TIMEOUT_MS);
     const blocks = start('blocks', ['blocks', ...blockDirs.flatMap((d) => ['--dir', d]), '--base-port', String(o.blockBasePort), '--bind', o.bind, '--shuckle-udp', `${host}:${o.shucklePort}`]);
     await blocks.ready(STARTUP_TIMEOUT_MS);
@@ -308,13 +329,21 @@ export async function run(argv: string[]): Promise<number> {
       const ours = list.filter((b) => b.port >= o.blockBasePort && b.port < o.blockBasePort + o.blockServices && !b.is_stale);
       return ours.length >= o.blockServices;
     }, children);
-    const shards = start('shards', ['shard', '--shards', `0-${SHARD_COUNT - 1}`, '--dir', o.dir, '--bind', o.bind, '--advertise-host', host, '--base-port', String(o.shardBasePort), '--shuckle', shuckleUrl]);
+    const shards = start('shards', ['shard', '--shards', `0-${SHARD_COUNT - 1}`, '--dir', o.dir, '--bind', o.bind, '--advertise-host', host, '--base-port', String(o.shardBasePort), '--shuckle', shuckleUrl, '--shuckle-poll-ms', String(SHARD_SHUCKLE_POLL_MS)]);
     await shards.ready(STARTUP_TIMEOUT_MS);
     // The CDC learns shard addresses from shuckle, so it starts once they are all registered.
     await waitUntil(`shuckle to list all ${SHARD_COUNT} shards`, deadline, async () => (await fetchShards(so)).length >= SHARD_COUNT, children);
     const cdc = start('cdc', ['cdc', '--dir', o.dir, '--port', String(o.cdcPort), '--bind', o.bind, '--advertise', host, '--shuckle', shuckleUrl]);
     await cdc.ready(STARTUP_TIMEOUT_MS);
     await waitUntil('shuckle to list the CDC', deadline, async () => (await fetchCdc(so)) !== null, children);
+    if (o.mount) {
+      const { mountEggsfs } = await import('../fuse/index.js');
+      mount = await mountEggsfs(o.mount, { shuckleUrl });
+      // The mount is a client: if it dies the cluster still serves, but the user must know.
+      mount.process.on('exit', (code, signal) => {
+        if (!stopping) process.stderr.write(`eggsfs run: the FUSE mount at ${o.mount} exited (${signal ?? `status ${code}`}); the cluster keeps serving\n`);
+      });
+    }
   } catch (err) {
     process.stderr.write(`eggsfs run: the cluster did not start: ${(err as Error).message}\n`);
     await stopAll();
@@ -340,6 +369,7 @@ export async function run(argv: string[]): Promise<number> {
       `  cdc         UDP ${host}:${o.cdcPort}  pid ${pid('cdc')}`,
       `  shards      ${SHARD_COUNT} shards on UDP ${host}:${o.shardBasePort}-${o.shardBasePort + SHARD_COUNT - 1}  pid ${pid('shards')}`,
       `  blocks      ${o.blockServices} block services on TCP ${host}:${o.blockBasePort}-${lastBlockPort} (${path.join(o.dir, 'bs_N')})  pid ${pid('blocks')}`,
+      ...(o.mount ? [`  mount       ${o.mount}  pid ${mount?.process.pid}`] : []),
       `  logs        ${logDir}/`,
       `Web page: ${shuckleUrl}/`,
       `Try: EGGSFS_SHUCKLE=${shuckleUrl} eggsfs ls /     (Ctrl-C stops the cluster)`,
@@ -354,6 +384,7 @@ export async function run(argv: string[]): Promise<number> {
     blockBasePort: o.blockBasePort,
     blockServices: o.blockServices,
     startupMs: Date.now() - t0,
+    mount: o.mount ?? null,
     pids: Object.fromEntries(children.map((c) => [c.name, c.pid])),
   });
   return finished;
