@@ -4,7 +4,7 @@ import dgram from 'node:dgram';
 import path from 'node:path';
 import { encodeShuckleRegistration, FAILURE_DOMAIN_BYTES } from '../proto/blockwire.js';
 import { BLOCK_BASE_PORT, DEFAULT_STORAGE_CLASS, SHUCKLE_UDP_PORT } from '../proto/ports.js';
-import { parseHostPort, parseIntArg, UsageError } from '../util/args.js';
+import { parseHostPort, parseOptions, UsageError } from '../util/args.js';
 import { announceReady, logger } from '../util/log.js';
 import { BlockServer, DEFAULT_LIMITS, type BlockServerLimits } from './server.js';
 import { ByteBudget } from '../util/exact-reader.js';
@@ -40,66 +40,39 @@ interface Options {
 }
 
 function parse(argv: string[]): Options | null {
+  const r = parseOptions(argv, {
+    dir: { kind: 'repeatable' },
+    bind: { kind: 'string', default: '127.0.0.1' },
+    port: { kind: 'int', min: 0, max: 65535 },
+    'base-port': { kind: 'int', min: 1, max: 65535, default: BLOCK_BASE_PORT },
+    'storage-class': { kind: 'int', min: 2, max: 255, default: DEFAULT_STORAGE_CLASS },
+    'failure-domain': { kind: 'string', default: '' },
+    'shuckle-udp': { kind: 'string' },
+    'max-block-bytes': { kind: 'int', min: 0, max: DEFAULT_LIMITS.maxBlockBytes, default: DEFAULT_LIMITS.maxBlockBytes },
+    'max-connections': { kind: 'int', min: 1, max: 65536, default: DEFAULT_LIMITS.maxConnections },
+    'max-buffer-bytes': { kind: 'int', min: 1 << 16, max: 2 ** 40, default: DEFAULT_LIMITS.processBufferBytes },
+    'idle-timeout-ms': { kind: 'int', min: 1, max: 3_600_000, default: DEFAULT_LIMITS.idleTimeoutMs },
+  }, { unknown: (a) => `unknown option ${a}\n${USAGE}` });
+  if (r.help) return null;
+  const v = r.values;
+  if (Buffer.byteLength(v['failure-domain']) > FAILURE_DOMAIN_BYTES) throw new UsageError(`--failure-domain is at most ${FAILURE_DOMAIN_BYTES} bytes`);
+  const shuckleUdp = v['shuckle-udp'];
   const o: Options = {
-    dirs: [],
-    bind: '127.0.0.1',
-    basePort: BLOCK_BASE_PORT,
-    storageClass: DEFAULT_STORAGE_CLASS,
-    failureDomain: '',
-    shuckle: { host: 'localhost', port: SHUCKLE_UDP_PORT },
-    limits: { ...DEFAULT_LIMITS },
+    dirs: v.dir.map((d) => path.resolve(d)),
+    bind: v.bind,
+    port: v.port,
+    basePort: v['base-port'],
+    storageClass: v['storage-class'],
+    failureDomain: v['failure-domain'],
+    shuckle: shuckleUdp === undefined ? { host: 'localhost', port: SHUCKLE_UDP_PORT } : shuckleUdp === 'none' ? null : parseHostPort(shuckleUdp, 'localhost'),
+    limits: {
+      ...DEFAULT_LIMITS,
+      maxBlockBytes: v['max-block-bytes'],
+      maxConnections: v['max-connections'],
+      processBufferBytes: v['max-buffer-bytes'],
+      idleTimeoutMs: v['idle-timeout-ms'],
+    },
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new UsageError(`${a} needs a value`);
-      return x;
-    };
-    switch (a) {
-      case '--help':
-      case '-h':
-        return null;
-      case '--dir':
-        o.dirs.push(path.resolve(v()));
-        break;
-      case '--bind':
-        o.bind = v();
-        break;
-      case '--port':
-        o.port = parseIntArg('port', v(), 0, 65535);
-        break;
-      case '--base-port':
-        o.basePort = parseIntArg('base-port', v(), 1, 65535);
-        break;
-      case '--storage-class':
-        o.storageClass = parseIntArg('storage-class', v(), 2, 255);
-        break;
-      case '--failure-domain':
-        o.failureDomain = v();
-        if (Buffer.byteLength(o.failureDomain) > FAILURE_DOMAIN_BYTES) throw new UsageError(`--failure-domain is at most ${FAILURE_DOMAIN_BYTES} bytes`);
-        break;
-      case '--shuckle-udp': {
-        const s = v();
-        o.shuckle = s === 'none' ? null : parseHostPort(s, 'localhost');
-        break;
-      }
-      case '--max-block-bytes':
-        o.limits.maxBlockBytes = parseIntArg('max-block-bytes', v(), 0, DEFAULT_LIMITS.maxBlockBytes);
-        break;
-      case '--max-connections':
-        o.limits.maxConnections = parseIntArg('max-connections', v(), 1, 65536);
-        break;
-      case '--max-buffer-bytes':
-        o.limits.processBufferBytes = parseIntArg('max-buffer-bytes', v(), 1 << 16, 2 ** 40);
-        break;
-      case '--idle-timeout-ms':
-        o.limits.idleTimeoutMs = parseIntArg('idle-timeout-ms', v(), 1, 3_600_000);
-        break;
-      default:
-        throw new UsageError(`unknown option ${a}\n${USAGE}`);
-    }
-  }
   if (o.dirs.length === 0) throw new UsageError(`at least one --dir is needed\n${USAGE}`);
   if (new Set(o.dirs).size !== o.dirs.length) throw new UsageError('the same --dir is given twice');
   if (o.port !== undefined && o.dirs.length > 1) throw new UsageError('--port is for a single --dir; use --base-port with several');
