@@ -5,7 +5,7 @@ import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { fetchBlockServices, loadClusterSecret, registerShards, type BlockServiceEntry, type ShuckleClientOptions } from '../client/shuckle.js';
 import { SHARD_BASE_PORT } from '../proto/ports.js';
-import { UsageError, parseIntArg, parseRange } from '../util/args.js';
+import { UsageError, parseOptions, parseRange } from '../util/args.js';
 import { announceReady, logger } from '../util/log.js';
 import { type SyncMode } from './schema.js';
 import { hostShards } from './host.js';
@@ -56,77 +56,34 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options | 'help' {
+  const r = parseOptions(argv, {
+    shards: { kind: 'string', default: '0-255' },
+    dir: { kind: 'string', default: '' },
+    bind: { kind: 'string', default: '0.0.0.0' },
+    'base-port': { kind: 'int', min: 0, max: 65535, default: SHARD_BASE_PORT },
+    'advertise-host': { kind: 'string' },
+    shuckle: { kind: 'string' },
+    'secret-file': { kind: 'string' },
+    'shuckle-poll-ms': { kind: 'int', min: 10, max: 24 * 3600_000, default: DEFAULT_SHUCKLE_POLL_MS },
+    'register-ms': { kind: 'int', min: 10, max: 24 * 3600_000, default: DEFAULT_REGISTER_MS },
+    threads: { kind: 'int', min: 1, max: MAX_THREADS, default: 1 },
+    sync: { kind: 'string', default: 'normal', choices: ['normal', 'full'] },
+  }, { unknown: (a) => `unknown option "${a}"\n\n${USAGE}` });
+  if (r.help) return 'help';
+  const v = r.values;
   const o: Options = {
-    shards: parseRange('0-255', 0, 255),
-    dir: '',
-    bind: '0.0.0.0',
-    basePort: SHARD_BASE_PORT,
-    advertiseHost: undefined,
-    shuckle: undefined,
-    secretFile: undefined,
-    pollMs: DEFAULT_SHUCKLE_POLL_MS,
-    registerMs: DEFAULT_REGISTER_MS,
-    sync: 'normal',
-    threads: 1,
+    shards: parseRange(v.shards, 0, 255),
+    dir: v.dir,
+    bind: v.bind,
+    basePort: v['base-port'],
+    advertiseHost: v['advertise-host'],
+    shuckle: v.shuckle,
+    secretFile: v['secret-file'],
+    pollMs: v['shuckle-poll-ms'],
+    registerMs: v['register-ms'],
+    sync: v.sync,
+    threads: v.threads,
   };
-  for (let i = 0; i < argv.length; i++) {
-    let a = argv[i]!;
-    let v: string | undefined;
-    const eq = a.indexOf('=');
-    if (a.startsWith('--') && eq > 0) {
-      v = a.slice(eq + 1);
-      a = a.slice(0, eq);
-    }
-    const val = () => {
-      if (v !== undefined) return v;
-      const n = argv[++i];
-      if (n === undefined) throw new UsageError(`${a} needs a value`);
-      return n;
-    };
-    switch (a) {
-      case '--help':
-      case '-h':
-        return 'help';
-      case '--shards':
-        o.shards = parseRange(val(), 0, 255);
-        break;
-      case '--dir':
-        o.dir = val();
-        break;
-      case '--bind':
-        o.bind = val();
-        break;
-      case '--base-port':
-        o.basePort = parseIntArg('base-port', val(), 0, 65535);
-        break;
-      case '--advertise-host':
-        o.advertiseHost = val();
-        break;
-      case '--shuckle':
-        o.shuckle = val();
-        break;
-      case '--secret-file':
-        o.secretFile = val();
-        break;
-      case '--shuckle-poll-ms':
-        o.pollMs = parseIntArg('shuckle-poll-ms', val(), 10, 24 * 3600_000);
-        break;
-      case '--register-ms':
-        o.registerMs = parseIntArg('register-ms', val(), 10, 24 * 3600_000);
-        break;
-      case '--threads':
-        o.threads = parseIntArg('threads', val(), 1, MAX_THREADS);
-        break;
-      case '--sync': {
-        const s = val();
-        if (s !== 'normal' && s !== 'full') throw new UsageError(`--sync must be normal or full, got "${s}"`);
-        o.sync = s;
-        break;
-      }
-      default:
-        throw new UsageError(`unknown option "${a}"\n\n${USAGE}`);
-    }
-  }
   if (!o.dir) throw new UsageError(`--dir is required\n\n${USAGE}`);
   if (o.basePort + o.shards[o.shards.length - 1]! > 65535) throw new UsageError(`--base-port ${o.basePort} puts shard ports above 65535`);
   return o;

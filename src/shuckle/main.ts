@@ -5,7 +5,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { loadClusterSecret } from '../client/shuckle.js';
 import { SHUCKLE_HTTP_PORT, SHUCKLE_UDP_PORT } from '../proto/ports.js';
-import { parseIntArg, UsageError } from '../util/args.js';
+import { parseOptions, UsageError } from '../util/args.js';
 import { announceReady, logger, type Logger } from '../util/log.js';
 import { ShuckleDb } from './db.js';
 import { createHttpServer } from './http.js';
@@ -43,59 +43,31 @@ interface Options {
 }
 
 function parse(argv: string[]): Options | null {
-  let dir: string | undefined;
-  const o: Omit<Options, 'dir'> = {
-    bind: '0.0.0.0',
-    httpPort: SHUCKLE_HTTP_PORT,
-    udpPort: SHUCKLE_UDP_PORT,
-    checkPeriodMs: DEFAULT_CHECK_PERIOD_MS,
-    staleMs: DEFAULT_STALE_MS,
-    serviceStaleMs: DEFAULT_STALE_MS,
+  const r = parseOptions(argv, {
+    dir: { kind: 'string' },
+    bind: { kind: 'string', default: '0.0.0.0' },
+    'http-port': { kind: 'int', min: 0, max: 65535, default: SHUCKLE_HTTP_PORT },
+    'udp-bind': { kind: 'string' },
+    'udp-port': { kind: 'int', min: 0, max: 65535, default: SHUCKLE_UDP_PORT },
+    'secret-file': { kind: 'string' },
+    'check-period-ms': { kind: 'int', min: 10, max: 86_400_000, default: DEFAULT_CHECK_PERIOD_MS },
+    'stale-ms': { kind: 'int', min: 1, max: 365 * 86_400_000, default: DEFAULT_STALE_MS },
+    'service-stale-ms': { kind: 'int', min: 1, max: 365 * 86_400_000, default: DEFAULT_STALE_MS },
+  }, { unknown: (a) => `unknown option ${a}\n${USAGE}` });
+  if (r.help) return null;
+  const v = r.values;
+  if (v.dir === undefined) throw new UsageError(`--dir is required\n${USAGE}`);
+  return {
+    dir: path.resolve(v.dir),
+    bind: v.bind,
+    httpPort: v['http-port'],
+    udpBind: v['udp-bind'],
+    udpPort: v['udp-port'],
+    secretFile: v['secret-file'],
+    checkPeriodMs: v['check-period-ms'],
+    staleMs: v['stale-ms'],
+    serviceStaleMs: v['service-stale-ms'],
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new UsageError(`${a} needs a value`);
-      return x;
-    };
-    switch (a) {
-      case '--help':
-      case '-h':
-        return null;
-      case '--dir':
-        dir = path.resolve(v());
-        break;
-      case '--bind':
-        o.bind = v();
-        break;
-      case '--http-port':
-        o.httpPort = parseIntArg('http-port', v(), 0, 65535);
-        break;
-      case '--udp-bind':
-        o.udpBind = v();
-        break;
-      case '--udp-port':
-        o.udpPort = parseIntArg('udp-port', v(), 0, 65535);
-        break;
-      case '--secret-file':
-        o.secretFile = v();
-        break;
-      case '--check-period-ms':
-        o.checkPeriodMs = parseIntArg('check-period-ms', v(), 10, 86_400_000);
-        break;
-      case '--stale-ms':
-        o.staleMs = parseIntArg('stale-ms', v(), 1, 365 * 86_400_000);
-        break;
-      case '--service-stale-ms':
-        o.serviceStaleMs = parseIntArg('service-stale-ms', v(), 1, 365 * 86_400_000);
-        break;
-      default:
-        throw new UsageError(`unknown option ${a}\n${USAGE}`);
-    }
-  }
-  if (!dir) throw new UsageError(`--dir is required\n${USAGE}`);
-  return { dir, ...o };
 }
 
 /** The cluster secret: env or --secret-file, else one generated once into D/cluster.secret. */
