@@ -1,10 +1,9 @@
 // `eggsfs cdc`: serve the cross-directory coordinator.
 import { mkdirSync } from 'node:fs';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { fetchShards, loadClusterSecret, registerCdc, type ShuckleClientOptions } from '../client/shuckle.js';
 import { CDC_PORT, DEFAULT_HOST, SHARD_BASE_PORT } from '../proto/ports.js';
 import { SHARD_COUNT } from '../proto/ids.js';
-import { UsageError, parseIntArg } from '../util/args.js';
+import { UsageError, parseOptions } from '../util/args.js';
 import { announceReady, logger } from '../util/log.js';
 import { DEFAULT_SHARD_TIMEOUT_MS, MAX_TXNS_QUEUED, MAX_TXNS_RUNNING, SHUCKLE_MISS_REFRESH_MS, SHUCKLE_REFRESH_MS } from './limits.js';
 import { CdcServer, type Address } from './server.js';
@@ -33,38 +32,33 @@ const USAGE = `usage: eggsfs cdc --dir D [options]
 `;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseOrUsage({
-    args: argv,
-    options: {
-      dir: { type: 'string' },
-      bind: { type: 'string', default: DEFAULT_HOST },
-      port: { type: 'string', default: String(CDC_PORT) },
-      'shard-host': { type: 'string', default: DEFAULT_HOST },
-      'shard-base-port': { type: 'string', default: String(SHARD_BASE_PORT) },
-      shuckle: { type: 'string' },
-      'secret-file': { type: 'string' },
-      advertise: { type: 'string' },
-      'shard-timeout-ms': { type: 'string', default: String(DEFAULT_SHARD_TIMEOUT_MS) },
-      sync: { type: 'string', default: 'full' },
-      'max-running': { type: 'string', default: String(MAX_TXNS_RUNNING) },
-      'max-queued': { type: 'string', default: String(MAX_TXNS_QUEUED) },
-      'stats-ms': { type: 'string', default: '0' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-  } as const);
-  if (values.help) {
+  const r = parseOptions(argv, {
+    dir: { kind: 'string' },
+    bind: { kind: 'string', default: DEFAULT_HOST },
+    port: { kind: 'int', min: 0, max: 65535, default: CDC_PORT },
+    'shard-host': { kind: 'string', default: DEFAULT_HOST },
+    'shard-base-port': { kind: 'int', min: 1, max: 65535 - SHARD_COUNT + 1, default: SHARD_BASE_PORT },
+    shuckle: { kind: 'string' },
+    'secret-file': { kind: 'string' },
+    advertise: { kind: 'string' },
+    'shard-timeout-ms': { kind: 'int', min: 1, max: 600_000, default: DEFAULT_SHARD_TIMEOUT_MS },
+    sync: { kind: 'string', default: 'full', choices: ['full', 'normal'] },
+    'max-running': { kind: 'int', min: 1, max: 1 << 20, default: MAX_TXNS_RUNNING },
+    'max-queued': { kind: 'int', min: 0, max: 1 << 24, default: MAX_TXNS_QUEUED },
+    'stats-ms': { kind: 'int', min: 0, max: 3_600_000, default: 0 },
+  }, { unknown: (a) => `unknown option ${a}\n\n${USAGE}` });
+  if (r.help) {
     process.stdout.write(USAGE);
     return 0;
   }
+  const values = r.values;
   if (!values.dir) throw new UsageError('--dir is required\n\n' + USAGE);
-  const port = parseIntArg('port', values.port, 0, 65535);
-  const shardBasePort = parseIntArg('shard-base-port', values['shard-base-port'], 1, 65535 - SHARD_COUNT + 1);
-  const shardTimeoutMs = parseIntArg('shard-timeout-ms', values['shard-timeout-ms'], 1, 600_000);
-  const maxRunning = parseIntArg('max-running', values['max-running'], 1, 1 << 20);
-  const maxQueued = parseIntArg('max-queued', values['max-queued'], 0, 1 << 24);
+  const port = values.port;
+  const shardBasePort = values['shard-base-port'];
+  const shardTimeoutMs = values['shard-timeout-ms'];
+  const maxRunning = values['max-running'];
+  const maxQueued = values['max-queued'];
   const sync = values.sync;
-  if (sync !== 'full' && sync !== 'normal') throw new UsageError(`--sync must be full or normal, got "${sync}"`);
   mkdirSync(values.dir, { recursive: true });
 
   let book: (s: number) => Address | undefined;
@@ -95,7 +89,7 @@ export async function run(argv: string[]): Promise<number> {
     maxRunning,
     maxQueued,
     crashAt: process.env.EGGSFS_CDC_CRASH_AT || undefined,
-    statsEveryMs: parseIntArg('stats-ms', values['stats-ms'], 0, 3_600_000),
+    statsEveryMs: values['stats-ms'],
   });
   await server.start();
 
@@ -139,13 +133,4 @@ export async function run(argv: string[]): Promise<number> {
   if (refreshTimer) clearInterval(refreshTimer);
   await server.close();
   return 0;
-}
-
-/** parseArgs, with unknown or malformed options reported as a usage error (exit code 2). */
-function parseOrUsage<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
-  try {
-    return parseArgs(config);
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
 }

@@ -1,12 +1,11 @@
 // `eggsfs fsck`: check the namespace invariants of every shard (src/client/fsck.ts). Prints each
 // problem in words, a summary, and exits 1 when there is any problem, 0 when clean.
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { fetchShards } from '../client/shuckle.js';
 import { fsck, formatProblem } from '../client/fsck.js';
 import type { Address } from '../client/transport.js';
 import { SHARD_COUNT } from '../proto/ids.js';
 import { DEFAULT_HOST, DEFAULT_SHUCKLE_URL, SHARD_BASE_PORT } from '../proto/ports.js';
-import { UsageError, parseIntArg, parseRange } from '../util/args.js';
+import { UsageError, parseOptions, parseRange } from '../util/args.js';
 
 const USAGE = `usage: eggsfs fsck [--shuckle URL | --shard-host H --shard-base-port P] [--shards 0-255]
 
@@ -24,30 +23,26 @@ entries; every file owned at most once. Exit code 0 = clean, 1 = problems found.
 `;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseOrUsage({
-    args: argv,
-    options: {
-      shuckle: { type: 'string' },
-      'shard-host': { type: 'string' },
-      'shard-base-port': { type: 'string' },
-      shards: { type: 'string', default: `0-${SHARD_COUNT - 1}` },
-      'timeout-ms': { type: 'string', default: '1000' },
-      'no-lock-check': { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-  } as const);
-  if (values.help) {
+  const r = parseOptions(argv, {
+    shuckle: { kind: 'string' },
+    'shard-host': { kind: 'string' },
+    'shard-base-port': { kind: 'int', min: 1, max: 65535 - SHARD_COUNT + 1 },
+    shards: { kind: 'string', default: `0-${SHARD_COUNT - 1}` },
+    'timeout-ms': { kind: 'int', min: 1, max: 600_000, default: 1000 },
+    'no-lock-check': { kind: 'flag' },
+  }, { unknown: (a) => `unknown option ${a} (see eggsfs fsck --help)` });
+  if (r.help) {
     process.stdout.write(USAGE);
     return 0;
   }
+  const values = r.values;
   const shards = parseRange(values.shards, 0, SHARD_COUNT - 1);
-  const timeoutMs = parseIntArg('timeout-ms', values['timeout-ms'], 1, 600_000);
+  const timeoutMs = values['timeout-ms'];
   let shardAddress: (s: number) => Address;
   if (values['shard-host'] !== undefined || values['shard-base-port'] !== undefined) {
     if (values.shuckle) throw new UsageError('give either --shuckle or --shard-host/--shard-base-port, not both');
     const host = values['shard-host'] ?? DEFAULT_HOST;
-    const base = parseIntArg('shard-base-port', values['shard-base-port'] ?? String(SHARD_BASE_PORT), 1, 65535 - SHARD_COUNT + 1);
+    const base = values['shard-base-port'] ?? SHARD_BASE_PORT;
     shardAddress = (s) => ({ host, port: base + s });
   } else {
     const url = values.shuckle ?? process.env.EGGSFS_SHUCKLE ?? DEFAULT_SHUCKLE_URL;
@@ -72,13 +67,4 @@ export async function run(argv: string[]): Promise<number> {
   }
   process.stdout.write(`${report.problems.length} problem(s); ${summary}\n`);
   return 1;
-}
-
-/** parseArgs, with unknown or malformed options reported as a usage error (exit code 2). */
-function parseOrUsage<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
-  try {
-    return parseArgs(config);
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
 }
