@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { BLOCK_BASE_PORT, CDC_PORT, SHARD_BASE_PORT, SHUCKLE_HTTP_PORT, SHUCKLE_UDP_PORT } from '../proto/ports.js';
 import { SHARD_COUNT } from '../proto/ids.js';
 import { fetchBlockServices, fetchCdc, fetchShards } from '../client/shuckle.js';
-import { UsageError, parseIntArg } from '../util/args.js';
+import { UsageError, parseOptions } from '../util/args.js';
 import { announceReady } from '../util/log.js';
 import type { MountHandle } from '../fuse/index.js';
 
@@ -70,76 +70,34 @@ interface RunOptions {
 }
 
 function parse(argv: string[]): RunOptions | null {
-  let dir: string | undefined;
-  let offset = 0;
-  const explicit: Partial<RunOptions> = {};
-  let blockServices = 10;
-  let bind = '127.0.0.1';
-  let verbose = false;
-  let mount: string | undefined;
-  for (let i = 0; i < argv.length; i++) {
-    let a = argv[i]!;
-    let inline: string | undefined;
-    const eq = a.indexOf('=');
-    if (a.startsWith('--') && eq > 0) {
-      inline = a.slice(eq + 1);
-      a = a.slice(0, eq);
-    }
-    const v = () => {
-      const x = inline ?? argv[++i];
-      if (x === undefined) throw new UsageError(`${a} needs a value`);
-      return x;
-    };
-    switch (a) {
-      case '--help':
-      case '-h':
-        return null;
-      case '--block-services':
-      case '--block_services':
-        blockServices = parseIntArg('block-services', v(), 1, MAX_BLOCK_SERVICES);
-        break;
-      case '--bind':
-        bind = v();
-        break;
-      case '--port-offset':
-        offset = parseIntArg('port-offset', v(), 0, 20_000);
-        break;
-      case '--shuckle-port':
-        explicit.shucklePort = parseIntArg('shuckle-port', v(), 1, 65535);
-        break;
-      case '--cdc-port':
-        explicit.cdcPort = parseIntArg('cdc-port', v(), 1, 65535);
-        break;
-      case '--shard-base-port':
-        explicit.shardBasePort = parseIntArg('shard-base-port', v(), 1, 65535 - SHARD_COUNT);
-        break;
-      case '--block-base-port':
-        explicit.blockBasePort = parseIntArg('block-base-port', v(), 1, 65535 - MAX_BLOCK_SERVICES);
-        break;
-      case '--mount':
-        mount = path.resolve(v());
-        break;
-      case '-v':
-      case '--verbose':
-        verbose = true;
-        break;
-      default:
-        if (a.startsWith('-')) throw new UsageError(`unknown option ${a} (see eggsfs run --help)`);
-        if (dir !== undefined) throw new UsageError(`one data directory only (got ${dir} and ${a})`);
-        dir = a;
-    }
-  }
+  const r = parseOptions(argv, {
+    'block-services': { kind: 'int', min: 1, max: MAX_BLOCK_SERVICES, default: 10, aliases: ['--block_services'] },
+    bind: { kind: 'string', default: '127.0.0.1' },
+    'port-offset': { kind: 'int', min: 0, max: 20_000, default: 0 },
+    'shuckle-port': { kind: 'int', min: 1, max: 65535 },
+    'cdc-port': { kind: 'int', min: 1, max: 65535 },
+    'shard-base-port': { kind: 'int', min: 1, max: 65535 - SHARD_COUNT },
+    'block-base-port': { kind: 'int', min: 1, max: 65535 - MAX_BLOCK_SERVICES },
+    mount: { kind: 'string' },
+    verbose: { kind: 'flag', aliases: ['-v'] },
+  }, { positionals: true, unknown: (a) => `unknown option ${a} (see eggsfs run --help)` });
+  if (r.help) return null;
+  const v = r.values;
+  if (r.positionals.length > 1) throw new UsageError(`one data directory only (got ${r.positionals[0]} and ${r.positionals[1]})`);
+  const dir = r.positionals[0];
   if (dir === undefined) throw new UsageError('missing DATA_DIR (see eggsfs run --help)');
+  const offset = v['port-offset'];
+  const blockServices = v['block-services'];
   const o: RunOptions = {
     dir: path.resolve(dir),
     blockServices,
-    bind,
-    shucklePort: explicit.shucklePort ?? SHUCKLE_HTTP_PORT + offset,
-    cdcPort: explicit.cdcPort ?? CDC_PORT + offset,
-    shardBasePort: explicit.shardBasePort ?? SHARD_BASE_PORT + offset,
-    blockBasePort: explicit.blockBasePort ?? BLOCK_BASE_PORT + offset,
-    verbose,
-    mount,
+    bind: v.bind,
+    shucklePort: v['shuckle-port'] ?? SHUCKLE_HTTP_PORT + offset,
+    cdcPort: v['cdc-port'] ?? CDC_PORT + offset,
+    shardBasePort: v['shard-base-port'] ?? SHARD_BASE_PORT + offset,
+    blockBasePort: v['block-base-port'] ?? BLOCK_BASE_PORT + offset,
+    verbose: v.verbose,
+    mount: v.mount === undefined ? undefined : path.resolve(v.mount),
   };
   for (const [k, p] of Object.entries({ shuckle: o.shucklePort, cdc: o.cdcPort, shards: o.shardBasePort + SHARD_COUNT - 1, blocks: o.blockBasePort + blockServices - 1 })) {
     if (p > 65535) throw new UsageError(`the ${k} port ${p} is above 65535 (lower --port-offset)`);

@@ -3,7 +3,7 @@
 import { DEFAULT_SHUCKLE_URL } from '../proto/ports.js';
 import { parseParityOption } from '../client/span-layout.js';
 import type { ClientOptions } from '../client/index.js';
-import { UsageError, parseIntArg } from '../util/args.js';
+import { UsageError, parseOptions } from '../util/args.js';
 import { announceReady, logger, setLogLevel } from '../util/log.js';
 import { DEFAULT_READERS, mountFuse, type FuseSession } from './kernel.js';
 import { MemFs } from './memfs.js';
@@ -26,38 +26,38 @@ options:
 `;
 
 export async function run(argv: string[]): Promise<number> {
-  let mountpoint: string | undefined;
-  const opts: ClientOptions = { shuckleUrl: process.env.EGGSFS_SHUCKLE ?? DEFAULT_SHUCKLE_URL };
-  let readers = DEFAULT_READERS;
-  let memfs = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${a} needs a value`);
-      return v;
-    };
-    if (a === '--help' || a === '-h') {
-      process.stdout.write(HELP);
-      return 0;
-    } else if (a === '--shuckle') opts.shuckleUrl = value();
-    else if (a === '--parity') {
-      try {
-        opts.parity = parseParityOption(value());
-      } catch (err) {
-        throw new UsageError((err as Error).message);
-      }
-    } else if (a === '--span-bytes') opts.spanBytes = parseIntArg('span-bytes', value(), 256, 64 << 20);
-    else if (a === '--timeout-ms') opts.timeoutMs = parseIntArg('timeout-ms', value(), 1, 600_000);
-    else if (a === '--read-ahead-spans') opts.readAheadSpans = parseIntArg('read-ahead-spans', value(), 1, 64);
-    else if (a === '--readers') readers = parseIntArg('readers', value(), 1, 64);
-    else if (a === '--debug') setLogLevel('debug');
-    else if (a === '--memfs') memfs = true; // the kernel-protocol test's in-memory filesystem
-    else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}\n\n${HELP}`);
-    else if (mountpoint === undefined) mountpoint = a;
-    else throw new UsageError(`one mountpoint only (got "${mountpoint}" and "${a}")`);
+  const r = parseOptions(argv, {
+    shuckle: { kind: 'string', default: process.env.EGGSFS_SHUCKLE ?? DEFAULT_SHUCKLE_URL },
+    parity: { kind: 'string' },
+    'span-bytes': { kind: 'int', min: 256, max: 64 << 20 },
+    'timeout-ms': { kind: 'int', min: 1, max: 600_000 },
+    'read-ahead-spans': { kind: 'int', min: 1, max: 64 },
+    readers: { kind: 'int', min: 1, max: 64, default: DEFAULT_READERS },
+    debug: { kind: 'flag' },
+    memfs: { kind: 'flag' }, // the kernel-protocol test's in-memory filesystem
+  }, { positionals: true, unknown: (a) => `unknown option ${a}\n\n${HELP}` });
+  if (r.help) {
+    process.stdout.write(HELP);
+    return 0;
   }
+  const v = r.values;
+  if (r.positionals.length > 1) throw new UsageError(`one mountpoint only (got "${r.positionals[0]}" and "${r.positionals[1]}")`);
+  const mountpoint = r.positionals[0];
   if (!mountpoint) throw new UsageError(`missing <mountpoint>\n\n${HELP}`);
+  const opts: ClientOptions = { shuckleUrl: v.shuckle };
+  if (v.parity !== undefined) {
+    try {
+      opts.parity = parseParityOption(v.parity);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  }
+  if (v['span-bytes'] !== undefined) opts.spanBytes = v['span-bytes'];
+  if (v['timeout-ms'] !== undefined) opts.timeoutMs = v['timeout-ms'];
+  if (v['read-ahead-spans'] !== undefined) opts.readAheadSpans = v['read-ahead-spans'];
+  if (v.debug) setLogLevel('debug');
+  const readers = v.readers;
+  const memfs = v.memfs;
 
   let mounted: { session: FuseSession; unmount(): Promise<void>; client?: { close(): Promise<void> } };
   try {
