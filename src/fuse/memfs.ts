@@ -62,9 +62,14 @@ export class MemFs implements FuseFilesystem {
     return { ino: n.id, size: n.size, mode: n.mode, nlink: 1, uid: 0, gid: 0, mtimeNs: n.mtimeNs, blksize: 4096 };
   }
 
+  /** The entry for n, without counting a kernel reference (readdirplus counts only what it sends). */
+  private entryOf(n: MemNode): Entry {
+    return { nodeid: n.id, generation: 0n, attr: this.attr(n), entryTtlMs: TTL_MS, attrTtlMs: TTL_MS };
+  }
+
   private entry(n: MemNode): Entry {
     n.nlookup++;
-    return { nodeid: n.id, generation: 0n, attr: this.attr(n), entryTtlMs: TTL_MS, attrTtlMs: TTL_MS };
+    return this.entryOf(n);
   }
 
   async lookup(_ctx: Context, parent: bigint, name: string): Promise<Entry> {
@@ -195,7 +200,7 @@ export class MemFs implements FuseFilesystem {
       const it = items[i]!;
       const n = this.node(it.id);
       const dots = it.name === '.' || it.name === '..';
-      const entry = out.plus && !dots ? { nodeid: n.id, generation: 0n, attr: this.attr(n), entryTtlMs: TTL_MS, attrTtlMs: TTL_MS } : undefined;
+      const entry = out.plus && !dots ? this.entryOf(n) : undefined;
       if (!out.add({ name: it.name, ino: n.id, mode: n.mode, nextOffset: BigInt(i + 1), entry })) break;
       if (entry) n.nlookup++;
     }
