@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fetchBlockServices, registerCdc, registerShards } from '../src/client/shuckle.js';
 import { freeTcpPort, freeUdpPort } from './helpers/ports.js';
 import { startEggsfs, tempDir, type Service } from './helpers/proc.js';
+import { until } from './helpers/until.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const SECRET = '0123456789abcdef0123456789abcdef';
@@ -19,16 +20,6 @@ const tmp = tempDir('shuckle-page');
 const procs: Service[] = [];
 let url = '';
 let blockPorts: number[] = [];
-
-async function until<T>(what: string, f: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 before(async () => {
   if (skip) return;

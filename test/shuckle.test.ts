@@ -12,6 +12,7 @@ import { encode } from '../src/proto/bincode.js';
 import { waterFill } from '../src/shuckle/weights.js';
 import { freeTcpPort, freeUdpPort } from './helpers/ports.js';
 import { startEggsfs, tempDir, type Service } from './helpers/proc.js';
+import { until } from './helpers/until.js';
 
 const SECRET = 'c0ffee00c0ffee00c0ffee00c0ffee00';
 
@@ -46,16 +47,6 @@ async function startBlocks(dirs: string[], shuckleUdp: number, extra: string[] =
       },
     } as Service,
   };
-}
-
-async function until<T>(what: string, f: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 async function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
