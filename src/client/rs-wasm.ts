@@ -6,7 +6,7 @@
 //
 // Data moves through the module's memory in chunks (CHUNK_BYTES per block), which bounds memory to
 // (D+P) chunks whatever the span size and keeps the working set in cache.
-import { MUL_TABLE, decodePlan, parityMatrix, type RsCodec } from './rs.js';
+import { MUL_TABLE, checkEncodeArgs, decodePlan, parityMatrix, type RsCodec } from './rs.js';
 
 /** Bytes of each block processed per kernel call. */
 const CHUNK_BYTES = 32 * 1024;
@@ -197,11 +197,7 @@ export class WasmReedSolomon implements RsCodec {
   encode(data: readonly Uint8Array[], parity: readonly Uint8Array[], blockSizeBytes: number): void {
     const D = this.dataBlocks;
     const P = this.parityBlocks;
-    if (data.length !== D || parity.length !== P) {
-      throw new RangeError(`Reed-Solomon ${D}+${P}: got ${data.length} data and ${parity.length} parity buffers`);
-    }
-    for (const p of parity) if (p.length !== blockSizeBytes) throw new RangeError(`parity block is ${p.length} bytes, want ${blockSizeBytes}`);
-    for (const d of data) if (d.length > blockSizeBytes) throw new RangeError(`data block is ${d.length} bytes, over ${blockSizeBytes}`);
+    checkEncodeArgs(D, P, data, parity, blockSizeBytes);
     if (P === 0 || blockSizeBytes === 0) return;
     matmul(this.kn, this.matrix, data, parity, blockSizeBytes);
   }
@@ -209,7 +205,6 @@ export class WasmReedSolomon implements RsCodec {
   reconstructData(blocks: readonly (Uint8Array | undefined)[], dataSizes: readonly number[], _blockSizeBytes: number): Uint8Array[] {
     const D = this.dataBlocks;
     const P = this.parityBlocks;
-    if (blocks.length !== D + P) throw new RangeError(`Reed-Solomon ${D}+${P}: got ${blocks.length} blocks`);
     const plan = decodePlan(this.matrix, D, P, blocks);
     const out = blocks.slice(0, D) as Uint8Array[];
     if (plan.missing.length === 0) return out;

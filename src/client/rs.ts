@@ -165,16 +165,12 @@ export class TsReedSolomon implements RsCodec {
   encode(data: readonly Uint8Array[], parity: readonly Uint8Array[], blockSizeBytes: number): void {
     const D = this.dataBlocks;
     const P = this.parityBlocks;
-    if (data.length !== D || parity.length !== P) {
-      throw new RangeError(`Reed-Solomon ${D}+${P}: got ${data.length} data and ${parity.length} parity buffers`);
-    }
+    checkEncodeArgs(D, P, data, parity, blockSizeBytes);
     for (let j = 0; j < P; j++) {
       const out = parity[j]!;
-      if (out.length !== blockSizeBytes) throw new RangeError(`parity block ${j} is ${out.length} bytes, want ${blockSizeBytes}`);
       out.fill(0);
       for (let i = 0; i < D; i++) {
         const input = data[i]!;
-        if (input.length > blockSizeBytes) throw new RangeError(`data block ${i} is ${input.length} bytes, over ${blockSizeBytes}`);
         mulAccInto(out, input, this.matrix[j * D + i]!, input.length);
       }
     }
@@ -183,7 +179,6 @@ export class TsReedSolomon implements RsCodec {
   reconstructData(blocks: readonly (Uint8Array | undefined)[], dataSizes: readonly number[], blockSizeBytes: number): Uint8Array[] {
     const D = this.dataBlocks;
     const P = this.parityBlocks;
-    if (blocks.length !== D + P) throw new RangeError(`Reed-Solomon ${D}+${P}: got ${blocks.length} blocks`);
     const plan = decodePlan(this.matrix, D, P, blocks);
     if (plan.missing.length === 0) return blocks.slice(0, D) as Uint8Array[];
     const { rows, missing, coeffs } = plan;
@@ -210,8 +205,25 @@ export interface DecodePlan {
   coeffs: Uint8Array;
 }
 
-/** Which D present blocks rebuild the lost data blocks, and with which coefficients. */
+/** Every codec's encode checks its buffers here: D data of at most blockSizeBytes, P parity of exactly that. */
+export function checkEncodeArgs(D: number, P: number, data: readonly Uint8Array[], parity: readonly Uint8Array[], blockSizeBytes: number): void {
+  if (data.length !== D || parity.length !== P) {
+    throw new RangeError(`Reed-Solomon ${D}+${P}: got ${data.length} data and ${parity.length} parity buffers`);
+  }
+  for (let j = 0; j < P; j++) {
+    if (parity[j]!.length !== blockSizeBytes) throw new RangeError(`parity block ${j} is ${parity[j]!.length} bytes, want ${blockSizeBytes}`);
+  }
+  for (let i = 0; i < D; i++) {
+    if (data[i]!.length > blockSizeBytes) throw new RangeError(`data block ${i} is ${data[i]!.length} bytes, over ${blockSizeBytes}`);
+  }
+}
+
+/**
+ * Which D present blocks rebuild the lost data blocks, and with which coefficients. `blocks` has
+ * the D+P entries every codec's reconstructData takes (undefined = lost).
+ */
 export function decodePlan(matrix: Uint8Array, D: number, P: number, blocks: readonly (Uint8Array | undefined)[]): DecodePlan {
+  if (blocks.length !== D + P) throw new RangeError(`Reed-Solomon ${D}+${P}: got ${blocks.length} blocks`);
   const missing: number[] = [];
   for (let i = 0; i < D; i++) if (blocks[i] === undefined) missing.push(i);
   // The first D present blocks (data first, so as few parity blocks as possible are involved).
