@@ -2,7 +2,7 @@
 // (never the defaults), the way a user starts one.
 import net from 'node:net';
 import dgram from 'node:dgram';
-import { freeUdpRange } from './ports.js';
+import { freeUdpRange, randomBasePort } from './ports.js';
 import { startEggsfs, tempDir, type Service } from './proc.js';
 
 async function tcpFree(port: number): Promise<boolean> {
@@ -24,7 +24,7 @@ async function udpFree(port: number): Promise<boolean> {
 /** A base port with base..base+count-1 free for TCP (and UDP too when `udp`). */
 export async function freeTcpRange(count: number, udp = false): Promise<number> {
   for (let attempt = 0; attempt < 100; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * (40000 - count));
+    const base = randomBasePort(count);
     let ok = true;
     for (let i = 0; i < count && ok; i++) ok = (await tcpFree(base + i)) && (!udp || (await udpFree(base + i)));
     if (ok) return base;
@@ -69,28 +69,29 @@ export async function startCluster(opts: { blockServices?: number; dir?: string;
   const blockServices = opts.blockServices ?? 3;
   const tmp = opts.dir ? undefined : tempDir('cluster');
   const dir = opts.dir ?? tmp!.path;
-  const ports = opts.ports ?? (await allocateClusterPorts(blockServices));
-  const args = [
+  let ports = opts.ports ?? (await allocateClusterPorts(blockServices));
+  const argsFor = (p: ClusterPorts) => [
     'run',
     dir,
     '--block-services',
     String(blockServices),
     '--shuckle-port',
-    String(ports.shucklePort),
+    String(p.shucklePort),
     '--cdc-port',
-    String(ports.cdcPort),
+    String(p.cdcPort),
     '--shard-base-port',
-    String(ports.shardBasePort),
+    String(p.shardBasePort),
     '--block-base-port',
-    String(ports.blockBasePort),
+    String(p.blockBasePort),
     ...(opts.extraArgs ?? []),
   ];
-  // Other tests on this machine open ephemeral sockets in the same port range; a port seen free
-  // (or ours before a restart) can be taken for a moment. Such a start is retried on the same ports.
+  // A port seen free can still be taken before the service binds it (by another test's service).
+  // Such a start is retried: on fresh ports when the caller let us choose them, else on the same
+  // ones (a restart of a cluster whose ports were ours a moment ago).
   const START_ATTEMPTS = 4;
   let service: Service | undefined;
   for (let attempt = 1; ; attempt++) {
-    service = startEggsfs(args);
+    service = startEggsfs(argsFor(ports));
     try {
       await service.waitFor(/^ready run /, 90_000);
       break;
@@ -98,6 +99,7 @@ export async function startCluster(opts: { blockServices?: number; dir?: string;
       await service.kill('SIGTERM'); // run stops its children; SIGKILL would orphan them
       if (attempt < START_ATTEMPTS && /EADDRINUSE/.test(service.stderr())) {
         await new Promise((r) => setTimeout(r, 1_000));
+        if (!opts.ports) ports = await allocateClusterPorts(blockServices);
         continue;
       }
       tmp?.remove();

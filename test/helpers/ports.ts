@@ -1,7 +1,27 @@
 // Port allocation for tests: every test binds its own free ports so that tests (and developers
 // running tests side by side) never collide on the default ports.
 import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+
+/**
+ * Test ports come from below the kernel's ephemeral range, so that no client socket opened by any
+ * test (or anything else on the machine) can take a port between our check and the service's bind.
+ */
+const LOWEST_TEST_PORT = 10_000;
+const ephemeralLow = (() => {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32_768;
+  } catch {
+    return 32_768;
+  }
+})();
+
+/** A random base port such that base..base+count-1 lie in the test range. */
+export function randomBasePort(count: number): number {
+  const high = Math.max(LOWEST_TEST_PORT + count + 1, ephemeralLow) - count;
+  return LOWEST_TEST_PORT + Math.floor(Math.random() * (high - LOWEST_TEST_PORT));
+}
 
 export async function freeTcpPort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -25,7 +45,7 @@ async function udpFree(port: number): Promise<boolean> {
 /** A base port such that base..base+count-1 are all free for UDP right now. */
 export async function freeUdpRange(count: number): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * (40000 - count));
+    const base = randomBasePort(count);
     let ok = true;
     for (let i = 0; i < count && ok; i++) ok = await udpFree(base + i);
     if (ok) return base;
