@@ -2,6 +2,7 @@
 // ./blocks.js: addresses from the wire's ip4 bytes, and a check that a fetched block has the size
 // the metadata recorded.
 import { BlockClient, BlockServiceError } from './blocks.js';
+import { crc32c } from '../proto/crc32c.js';
 
 export { BlockServiceError as BlockIoError } from './blocks.js';
 
@@ -22,4 +23,28 @@ export async function fetchBlock(bc: BlockClient, ip: Buffer, port: number, bloc
   const data = await bc.fetch(addr, blockId);
   if (data.length !== expectedSize) throw new BlockServiceError(`${addr.ip}:${port}`, 'fetch', `block has ${data.length} bytes, the metadata says ${expectedSize}`, blockId);
   return data;
+}
+
+/** A fetched block as the socket's chunks (views of the receive slabs, never copied) and their CRC. */
+export interface BlockChunks {
+  chunks: Buffer[];
+  crc: number;
+}
+
+/**
+ * A whole block as the socket delivered it, its size checked against the metadata and its CRC
+ * computed chunk by chunk (no copy into one buffer: a reader that streams the chunks in order
+ * moves each byte once, into its consumer).
+ */
+export async function fetchBlockChunks(bc: BlockClient, ip: Buffer, port: number, blockId: bigint, expectedSize: number): Promise<BlockChunks> {
+  const addr = { ip: ipToString(ip), port };
+  const chunks = await bc.fetchChunks(addr, blockId);
+  let size = 0;
+  let crc = 0;
+  for (const c of chunks) {
+    size += c.length;
+    crc = crc32c(c, crc);
+  }
+  if (size !== expectedSize) throw new BlockServiceError(`${addr.ip}:${port}`, 'fetch', `block has ${size} bytes, the metadata says ${expectedSize}`, blockId);
+  return { chunks, crc };
 }

@@ -4,7 +4,7 @@
 import { crc32c, crcFromBytes } from '../proto/crc32c.js';
 import { EggsError, ErrorCode } from '../proto/errors.js';
 import { BLOCK_FLAG_STALE, BLOCK_FLAG_TERMINAL, type FetchedSpanT } from '../proto/messages.js';
-import { BlockIoError, fetchBlock } from './block-io.js';
+import { BlockIoError, fetchBlockChunks } from './block-io.js';
 import type { ClientCore } from './core.js';
 import { dataBlocks, decodeSpan } from './layout.js';
 import { dataBlockSizes } from './span-layout.js';
@@ -39,12 +39,19 @@ export async function* fileSpans(core: ClientCore, fileId: bigint, from: number)
   }
 }
 
-async function fetchChecked(core: ClientCore, b: FetchedSpanT['bodyBlocks'][number]): Promise<Buffer> {
-  const data = await fetchBlock(core.blocks, b.ip, b.port, b.blockId, Number(b.size));
+/**
+ * A block's bytes as the socket's chunks, only once its size and whole-block CRC are verified: no
+ * byte of a block is handed out before all of it is known good.
+ */
+async function fetchChecked(core: ClientCore, b: FetchedSpanT['bodyBlocks'][number]): Promise<Buffer[]> {
+  const { chunks, crc } = await fetchBlockChunks(core.blocks, b.ip, b.port, b.blockId, Number(b.size));
   const want = crcFromBytes(b.crc32);
-  const got = crc32c(data);
-  if (got !== want) throw new CorruptDataError(`block 0x${b.blockId.toString(16)} has CRC ${got.toString(16)}, expected ${want.toString(16)}`);
-  return data;
+  if (crc !== want) throw new CorruptDataError(`block 0x${b.blockId.toString(16)} has CRC ${crc.toString(16)}, expected ${want.toString(16)}`);
+  return chunks;
+}
+
+function joinChunks(chunks: Buffer[]): Buffer {
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
 const usable = (flags: number) => (flags & (BLOCK_FLAG_STALE | BLOCK_FLAG_TERMINAL)) === 0;
@@ -132,6 +139,15 @@ function describeSpan(fileId: bigint | undefined, span: Span): string {
  * first D good blocks decide; fewer than D readable fails with an error naming file and offset.
  */
 export async function blockSpanData(core: ClientCore, span: Span, fileId?: bigint): Promise<Buffer> {
+  return joinChunks(await blockSpanChunks(core, span, fileId));
+}
+
+/**
+ * As blockSpanData, the span's bytes as a list of buffers in order: with every data block read
+ * (the common case) these are the blocks' own socket chunks, data block 0's first, so the span
+ * costs no copy; only a span rebuilt from parity is materialised as one buffer.
+ */
+export async function blockSpanChunks(core: ClientCore, span: Span, fileId?: bigint): Promise<Buffer[]> {
   const s = span.raw;
   const d = dataBlocks(s.parity);
   const blocks = s.bodyBlocks;
@@ -141,7 +157,7 @@ export async function blockSpanData(core: ClientCore, span: Span, fileId?: bigin
   // last), and within each, data before parity.
   const rank = (i: number) => (usable(blocks[i]!.flags) && !isSuspect(blocks[i]!) ? 0 : 2) + (i < d ? 0 : 1);
   const candidates = [...blocks.keys()].sort((a, b) => rank(a) - rank(b) || a - b);
-  const got: (Buffer | undefined)[] = new Array(total).fill(undefined);
+  const got: (Buffer[] | undefined)[] = new Array(total).fill(undefined);
   const errors: string[] = [];
   let good = 0;
   let inflight = 0;
@@ -197,22 +213,28 @@ export async function blockSpanData(core: ClientCore, span: Span, fileId?: bigin
       `cannot read span at offset ${span.offset} of ${describeSpan(fileId, span)}: only ${good} of ${total} blocks readable, ${d} needed, more than ${total - d} lost: ${errors.join('; ')}`,
     );
   }
-  let data: Buffer;
+  let data: Buffer[];
+  const missingData = [...Array(d).keys()].filter((i) => got[i] === undefined).length;
   if (d === 1) {
     data = got.find((b) => b !== undefined)!;
+  } else if (missingData === 0) {
+    // The span is the concatenation of its data blocks (span-layout.ts): their verified chunks in
+    // order, nothing decoded or copied.
+    data = [];
+    for (let i = 0; i < d; i++) for (const c of got[i]!) data.push(c);
   } else {
-    data = decodeSpan(got, s.parity, span.size);
+    const whole = decodeSpan(got.map((b) => (b === undefined ? undefined : joinChunks(b))), s.parity, span.size);
+    data = [whole];
     // Fetched blocks were CRC-checked, and the shard checked that their CRCs make the span's; a
     // rebuilt data block is checked against the CRC the shard recorded for it.
     let off = 0;
     for (const [i, size] of dataBlockSizes(span.size, d).entries()) {
-      if (got[i] === undefined && crc32c(data.subarray(off, off + size)) !== crcFromBytes(blocks[i]!.crc32)) {
+      if (got[i] === undefined && crc32c(whole.subarray(off, off + size)) !== crcFromBytes(blocks[i]!.crc32)) {
         throw new CorruptDataError(`${describeSpan(fileId, span)}: data block ${i} rebuilt from parity does not match its CRC`);
       }
       off += size;
     }
   }
-  const missingData = [...Array(d).keys()].filter((i) => got[i] === undefined).length;
   if (errors.length > 0 || (d > 1 && missingData > 0)) {
     logDegraded(`${describeSpan(fileId, span)} read from ${good} of ${total} blocks${missingData > 0 && d > 1 ? `, ${missingData} data blocks rebuilt from parity` : ''}${errors.length > 0 ? `: ${errors.join('; ')}` : ''}`);
   }
@@ -232,7 +254,7 @@ function spanKind(span: Span): 'inline' | 'zero' | 'blocks' {
 export async function* readFileChunks(core: ClientCore, fileId: bigint, start: number, end: number): AsyncGenerator<Buffer> {
   if (end <= start) return;
   const spans = fileSpans(core, fileId, start);
-  const queue: { span: Span; data?: Promise<Buffer> }[] = [];
+  const queue: { span: Span; data?: Promise<Buffer[]> }[] = [];
   let exhausted = false;
   const readAhead = Math.max(1, core.opts.readAheadSpans);
   const aheadBytes = () => queue.reduce((sum, q) => sum + (q.data ? q.span.size : 0), 0);
@@ -245,9 +267,9 @@ export async function* readFileChunks(core: ClientCore, fileId: bigint, start: n
         break;
       }
       const span = n.value;
-      const entry: { span: Span; data?: Promise<Buffer> } = { span };
+      const entry: { span: Span; data?: Promise<Buffer[]> } = { span };
       if (spanKind(span) === 'blocks') {
-        entry.data = blockSpanData(core, span, fileId);
+        entry.data = blockSpanChunks(core, span, fileId);
         entry.data.catch(() => {}); // surfaced when consumed
       }
       queue.push(entry);
@@ -272,8 +294,14 @@ export async function* readFileChunks(core: ClientCore, fileId: bigint, start: n
         if (body.length !== span.size) throw new CorruptDataError(`inline span at ${span.offset} has ${body.length} bytes, expected ${span.size}`);
         yield body.subarray(from, to);
       } else {
-        const data = await entry.data!;
-        yield data.subarray(from, to);
+        // The span's chunks, trimmed to [from, to): views, no copy.
+        let off = 0;
+        for (const c of await entry.data!) {
+          const cEnd = off + c.length;
+          if (cEnd > from && off < to && c.length > 0) yield c.subarray(Math.max(from, off) - off, Math.min(to, cEnd) - off);
+          off = cEnd;
+          if (off >= to) break;
+        }
       }
     }
   } finally {
