@@ -69,6 +69,45 @@ const CREATE_EDGE_ERRORS = [
   E.INTERNAL_ERROR,
 ];
 
+/**
+ * The end of every transaction that moves or removes the edge `dir/name` → target: the LOOKUP that
+ * settles an ambiguous moved-unlock (reached by losing the first answer of a duplicated unlock),
+ * and the rollback that unlocks the edge in place, reached by `rollbackVia`.
+ */
+function verifyGoneAndRollback(
+  verifyStep: string,
+  dir: (s: any) => bigint,
+  name: string,
+  target: (s: any) => bigint,
+  rollbackVia: NonNullable<StepSpec['via']>,
+): StepSpec[] {
+  return [
+    {
+      step: verifyStep,
+      kind: 'LOOKUP',
+      match: (s, b) => b.dirId === dir(s),
+      errors: [E.DIRECTORY_NOT_FOUND, E.NAME_NOT_FOUND, E.INTERNAL_ERROR],
+      expect: () => 'done',
+      via: {
+        kind: 'UNLOCK_CURRENT_EDGE',
+        match: (s, b) => b.dirId === dir(s) && b.wasMoved,
+        action: { t: 'duplicate-lose-first-answer' },
+        expect: 'done',
+      },
+    },
+    {
+      step: 'rollback_resp',
+      kind: 'UNLOCK_CURRENT_EDGE',
+      match: (s, b) => b.dirId === dir(s) && !b.wasMoved,
+      errors: UNLOCK_ERRORS,
+      expect: fatal,
+      repair: async (c, s) => void (await unlock(c, dir(s), name, target(s), false)),
+      repaired: 'undone',
+      via: rollbackVia,
+    },
+  ];
+}
+
 // --- MAKE_DIRECTORY {p, 'x'} -------------------------------------------------------------------
 
 /** The directory id the CDC allocated for the scenario's mkdir (from the proxy's log). */
@@ -174,29 +213,12 @@ const renameFile: TxnCase = {
       repair: async (c, s) => void (await unlock(c, s.a, 'f', s.f, true)),
       repaired: 'done',
     },
-    {
-      step: 'verify_old_gone_resp',
-      kind: 'LOOKUP',
-      match: (s, b) => b.dirId === s.a,
-      errors: [E.DIRECTORY_NOT_FOUND, E.NAME_NOT_FOUND, E.INTERNAL_ERROR],
-      expect: () => 'done',
-      via: {
-        kind: 'UNLOCK_CURRENT_EDGE',
-        match: (s, b) => b.dirId === s.a && b.wasMoved,
-        action: { t: 'duplicate-lose-first-answer' },
-        expect: 'done',
-      },
-    },
-    {
-      step: 'rollback_resp',
-      kind: 'UNLOCK_CURRENT_EDGE',
-      match: (s, b) => b.dirId === s.a && !b.wasMoved,
-      errors: UNLOCK_ERRORS,
-      expect: fatal,
-      repair: async (c, s) => void (await unlock(c, s.a, 'f', s.f, false)),
-      repaired: 'undone',
-      via: { kind: 'CREATE_LOCKED_CURRENT_EDGE', match: (s, b) => b.dirId === s.b, code: E.NAME_IS_LOCKED, expect: E.NEW_NAME_IS_LOCKED },
-    },
+    ...verifyGoneAndRollback('verify_old_gone_resp', (s) => s.a, 'f', (s) => s.f, {
+      kind: 'CREATE_LOCKED_CURRENT_EDGE',
+      match: (s, b) => b.dirId === s.b,
+      code: E.NAME_IS_LOCKED,
+      expect: E.NEW_NAME_IS_LOCKED,
+    }),
   ],
 };
 
@@ -235,29 +257,12 @@ const removeDirectory: TxnCase = {
       repair: async (c, s) => void (await unlock(c, s.p, 'd', s.d, true)),
       repaired: 'done',
     },
-    {
-      step: 'verify_gone_resp',
-      kind: 'LOOKUP',
-      match: (s, b) => b.dirId === s.p,
-      errors: [E.DIRECTORY_NOT_FOUND, E.NAME_NOT_FOUND, E.INTERNAL_ERROR],
-      expect: () => 'done',
-      via: {
-        kind: 'UNLOCK_CURRENT_EDGE',
-        match: (s, b) => b.dirId === s.p && b.wasMoved,
-        action: { t: 'duplicate-lose-first-answer' },
-        expect: 'done',
-      },
-    },
-    {
-      step: 'rollback_resp',
-      kind: 'UNLOCK_CURRENT_EDGE',
-      match: (s, b) => b.dirId === s.p && !b.wasMoved,
-      errors: UNLOCK_ERRORS,
-      expect: fatal,
-      repair: async (c, s) => void (await unlock(c, s.p, 'd', s.d, false)),
-      repaired: 'undone',
-      via: { kind: 'SET_DIRECTORY_OWNER', match: (s, b) => b.dirId === s.d, code: E.DIRECTORY_NOT_EMPTY, expect: E.DIRECTORY_NOT_EMPTY },
-    },
+    ...verifyGoneAndRollback('verify_gone_resp', (s) => s.p, 'd', (s) => s.d, {
+      kind: 'SET_DIRECTORY_OWNER',
+      match: (s, b) => b.dirId === s.d,
+      code: E.DIRECTORY_NOT_EMPTY,
+      expect: E.DIRECTORY_NOT_EMPTY,
+    }),
   ],
 };
 
@@ -344,29 +349,12 @@ const renameDirectory: TxnCase = {
       repair: async (c, s) => void (await setOwner(c, s.d, s.b)),
       repaired: 'done',
     },
-    {
-      step: 'verify_old_gone_resp',
-      kind: 'LOOKUP',
-      match: (s, b) => b.dirId === s.a,
-      errors: [E.DIRECTORY_NOT_FOUND, E.NAME_NOT_FOUND, E.INTERNAL_ERROR],
-      expect: () => 'done',
-      via: {
-        kind: 'UNLOCK_CURRENT_EDGE',
-        match: (s, b) => b.dirId === s.a && b.wasMoved,
-        action: { t: 'duplicate-lose-first-answer' },
-        expect: 'done',
-      },
-    },
-    {
-      step: 'rollback_resp',
-      kind: 'UNLOCK_CURRENT_EDGE',
-      match: (s, b) => b.dirId === s.a && !b.wasMoved,
-      errors: UNLOCK_ERRORS,
-      expect: fatal,
-      repair: async (c, s) => void (await unlock(c, s.a, 'd', s.d, false)),
-      repaired: 'undone',
-      via: { kind: 'CREATE_LOCKED_CURRENT_EDGE', match: (s, b) => b.dirId === s.b, code: E.NAME_IS_LOCKED, expect: E.NEW_NAME_IS_LOCKED },
-    },
+    ...verifyGoneAndRollback('verify_old_gone_resp', (s) => s.a, 'd', (s) => s.d, {
+      kind: 'CREATE_LOCKED_CURRENT_EDGE',
+      match: (s, b) => b.dirId === s.b,
+      code: E.NAME_IS_LOCKED,
+      expect: E.NEW_NAME_IS_LOCKED,
+    }),
   ],
 };
 
