@@ -50,4 +50,6 @@ test('help, positionals and errors', () => {
   usageError(['--count_alias', '1.5'], '--count must be an integer in 1..64, got "1.5"');
   usageError(['--sync', 'sometimes'], '--sync must be normal or full, got "sometimes"');
   usageError(['--verbose=1'], '--verbose takes no value');
+  usageError(['--port='], '--port must be an integer in 1..65535, got ""');
+  usageError(['--count', ' '], '--count must be an integer in 1..64, got " "');
 });

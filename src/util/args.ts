@@ -20,7 +20,8 @@ export function parseRange(spec: string, min: number, max: number): number[] {
 
 export function parseIntArg(name: string, value: string | undefined, min: number, max: number): number {
   if (value === undefined) throw new UsageError(`--${name} needs a value`);
-  const n = Number(value);
+  // Number('') is 0: an empty value must not silently mean port 0 or a zero limit.
+  const n = value.trim() === '' ? NaN : Number(value);
   if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in ${min}..${max}, got "${value}"`);
   return n;
 }
