@@ -122,3 +122,15 @@ test('run: a port in use is a clear startup failure', { timeout: 60_000 }, async
   assert.equal(r.code, 1);
   assert.match(r.stderr, /the cluster did not start: shuckle \(pid \d+\) exited with status/);
 });
+
+test('run: killed with SIGKILL, its services stop by themselves', { timeout: 120_000 }, async (t) => {
+  const cluster = await startCluster({ blockServices: 2 });
+  t.after(() => cluster.destroy());
+  const ready = JSON.parse(cluster.service.stdout().split('\n').find((l) => l.startsWith('ready run '))!.slice('ready run '.length));
+  const pids = Object.values(ready.pids) as number[];
+  assert.ok(pids.length >= 4 && pids.every(alive));
+  await cluster.service.kill('SIGKILL');
+  const deadline = Date.now() + 30_000;
+  while (pids.some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  for (const pid of pids) assert.ok(!alive(pid), `child ${pid} outlived a SIGKILLed run`);
+});

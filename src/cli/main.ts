@@ -3,6 +3,7 @@
 // load the FUSE driver and vice versa.
 import { UsageError } from '../util/args.js';
 import { EggsError } from '../proto/errors.js';
+import { EXIT_WITH_PARENT_ENV, exitWithParent } from '../util/lifecycle.js';
 
 export interface Command {
   readonly summary: string;
@@ -37,6 +38,7 @@ function usage(all: Record<string, Command>): string {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  if (process.env[EXIT_WITH_PARENT_ENV] === '1') exitWithParent();
   const all = { ...SERVICE_COMMANDS, ...(await clientCommands()) };
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {

@@ -18,6 +18,7 @@ import { fetchBlockServices, fetchCdc, fetchShards } from '../client/shuckle.js'
 import { UsageError, parseOptions } from '../util/args.js';
 import { announceReady } from '../util/log.js';
 import type { MountHandle } from '../fuse/index.js';
+import { EXIT_WITH_PARENT_ENV } from '../util/lifecycle.js';
 
 const EGGSFS_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/eggsfs.js');
 const SECRET_FILE = 'cluster.secret';
@@ -230,6 +231,8 @@ export async function run(argv: string[]): Promise<number> {
   const logDir = path.join(o.dir, 'logs');
   mkdirSync(logDir, { recursive: true });
   const secret = loadOrCreateSecret(o.dir);
+  // Every child (services, and the mount) stops by itself if run is killed with SIGKILL.
+  process.env[EXIT_WITH_PARENT_ENV] = '1';
   const env = { ...process.env, EGGSFS_CLUSTER_SECRET: secret };
   const host = o.bind === '0.0.0.0' ? '127.0.0.1' : o.bind;
   const shuckleUrl = `http://${host}:${o.shucklePort}`;
