@@ -9,6 +9,8 @@
 //   POST /api/register_cdc     {ip, port}                    (authenticated with the cluster secret)
 // The cluster secret travels in the `x-eggsfs-secret` header (hex), never in a URL.
 
+import http from 'node:http';
+
 export const SECRET_HEADER = 'x-eggsfs-secret';
 export const DEFAULT_HTTP_TIMEOUT_MS = 5_000;
 
@@ -51,25 +53,48 @@ export interface ShuckleClientOptions {
   timeoutMs?: number;
 }
 
-async function call(opts: ShuckleClientOptions, path: string, init: { method?: string; body?: unknown } = {}): Promise<unknown> {
-  const headers: Record<string, string> = {};
+/** Largest answer accepted from shuckle: the block-service list of a big cluster fits easily. */
+const MAX_RESPONSE_BYTES = 64 << 20;
+
+// node:http rather than fetch(): fetch refuses the ports browsers consider unsafe (6000, 6665-6669,
+// 10080, …), and a cluster started with a port offset may well land on one of them.
+function call(opts: ShuckleClientOptions, path: string, init: { method?: string; body?: unknown } = {}): Promise<unknown> {
+  const method = init.method ?? 'GET';
+  const url = new URL(path, opts.url);
+  const body = init.body === undefined ? undefined : Buffer.from(JSON.stringify(init.body));
+  const headers: Record<string, string | number> = {};
   if (opts.secret) headers[SECRET_HEADER] = opts.secret;
-  if (init.body !== undefined) headers['content-type'] = 'application/json';
-  const url = new URL(path, opts.url).toString();
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method: init.method ?? 'GET',
-      headers,
-      body: init.body === undefined ? undefined : JSON.stringify(init.body),
-      signal: AbortSignal.timeout(opts.timeoutMs ?? DEFAULT_HTTP_TIMEOUT_MS),
-    });
-  } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
-    throw new Error(`shuckle at ${opts.url} is unreachable (${cause})`);
+  if (body) {
+    headers['content-type'] = 'application/json';
+    headers['content-length'] = body.length;
   }
-  if (!res.ok) throw new Error(`shuckle ${init.method ?? 'GET'} ${path}: HTTP ${res.status} ${await res.text().catch(() => '')}`.trim());
-  return res.json();
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_HTTP_TIMEOUT_MS;
+  return new Promise((resolve, reject) => {
+    const unreachable = (cause: string) => reject(new Error(`shuckle at ${opts.url} is unreachable (${cause})`));
+    const req = http.request(url, { method, headers, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > MAX_RESPONSE_BYTES) req.destroy(new Error(`answer larger than ${MAX_RESPONSE_BYTES} bytes`));
+        else chunks.push(c);
+      });
+      res.on('error', (err) => unreachable(err.message));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status >= 300) return reject(new Error(`shuckle ${method} ${path}: HTTP ${status} ${text}`.trim()));
+        try {
+          resolve(JSON.parse(text));
+        } catch {
+          reject(new Error(`shuckle ${method} ${path}: answer is not JSON`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })));
+    req.on('error', (err: NodeJS.ErrnoException) => unreachable(err.code ?? err.message));
+    req.end(body);
+  });
 }
 
 export async function fetchBlockServices(opts: ShuckleClientOptions): Promise<BlockServiceEntry[]> {

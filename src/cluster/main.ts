@@ -35,6 +35,8 @@ const MAX_BLOCK_SERVICES = 64;
 const SHUCKLE_CHECK_PERIOD_MS = 2_000;
 const BLOCK_SERVICE_STALE_MS = 10_000;
 const SHARD_SHUCKLE_POLL_MS = 2_000;
+/** Ports above 1024 that browsers will not load pages from (the fetch standard's "bad ports"). */
+const BROWSER_UNSAFE_PORTS = new Set([1719, 1720, 1723, 2049, 3659, 4045, 5060, 5061, 6000, 6566, 6665, 6666, 6667, 6668, 6669, 6697, 10080]);
 
 const USAGE = `usage: eggsfs run DATA_DIR [options]
 
@@ -332,7 +334,7 @@ export async function run(argv: string[]): Promise<number> {
       `  blocks      ${o.blockServices} block services on TCP ${host}:${o.blockBasePort}-${lastBlockPort} (${path.join(o.dir, 'bs_N')})  pid ${pid('blocks')}`,
       ...(o.mount ? [`  mount       ${o.mount}  pid ${mount?.process.pid}`] : []),
       `  logs        ${logDir}/`,
-      `Web page: ${shuckleUrl}/`,
+      `Web page: ${shuckleUrl}/${BROWSER_UNSAFE_PORTS.has(o.shucklePort) ? `  (browsers refuse port ${o.shucklePort}: choose another --shuckle-port to view it)` : ''}`,
       `Try: EGGSFS_SHUCKLE=${shuckleUrl} eggsfs ls /     (Ctrl-C stops the cluster)`,
       '',
     ].join('\n'),
