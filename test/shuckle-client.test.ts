@@ -31,12 +31,15 @@ test('shuckle client works on a browser-unsafe port, sends the secret, and repor
     }
   });
   const port = await listenOnUnsafePort(server);
-  t.after(() => server.close());
+  t.after(() => server.listening && server.close());
   if (port === undefined) return t.skip('every browser-unsafe port is taken on this machine');
   const list = await fetchBlockServices({ url: `http://127.0.0.1:${port}`, secret: 'abcd' });
   assert.equal(list.length, 1);
   assert.equal(list[0]!.storage_class, 2);
   assert.equal(seenSecret, 'abcd');
-  server.close();
+  await new Promise((r) => {
+    server.close(r);
+    server.closeAllConnections(); // including the client's kept-alive one
+  });
   await assert.rejects(fetchBlockServices({ url: `http://127.0.0.1:${port}`, timeoutMs: 1000 }), /shuckle at http:\/\/127\.0\.0\.1:\d+ is unreachable \(ECONNREFUSED\)/);
 });
