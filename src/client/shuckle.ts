@@ -71,7 +71,9 @@ function call(opts: ShuckleClientOptions, path: string, init: { method?: string;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_HTTP_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
     const unreachable = (cause: string) => reject(new Error(`shuckle at ${opts.url} is unreachable (${cause})`));
-    const req = http.request(url, { method, headers, timeout: timeoutMs }, (res) => {
+    // No kept-alive connection: calls are seconds apart, and a connection kept across a shuckle
+    // restart would fail the next call with ECONNRESET.
+    const req = http.request(url, { method, headers, timeout: timeoutMs, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (c: Buffer) => {
