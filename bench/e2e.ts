@@ -9,8 +9,13 @@
 //   * resident memory of the whole cluster (run + its four children) at rest after start, and its
 //     peak while the large file is written and read.
 //
-//   node dist/bench/e2e.js [--bytes 1073741824] [--files 10000] [--block-services 10] [--reps 2] [--dir BASE]
+//   node dist/bench/e2e.js [--bytes 1073741824] [--files 10000] [--block-services 10] [--reps 3] [--dir BASE]
+//                          [--no-small] [--compare-bin OTHER/bin/eggsfs.js]
 // (with 10 block services the client's default parity is 4+2; 1+0 is the original's single block)
+// Each figure is the median of --reps interleaved repetitions (all of them are printed too, with the
+// load average: the machine is shared). --compare-bin also runs `cat` with another build's launcher
+// (e.g. a copy of the tree before a change) interleaved with ours, for before/after figures.
+// --no-small skips the small-file part.
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, createReadStream, createWriteStream, openSync, readFileSync, mkdirSync, rmSync } from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -34,7 +39,9 @@ const FILES = Number(arg('files', '10000'));
 const BLOCK_SERVICES = Number(arg('block-services', '10'));
 const BASE = arg('dir', os.tmpdir());
 const PARALLEL = 64;
-const REPS = Number(arg('reps', '2'));
+const REPS = Number(arg('reps', '3'));
+const SMALL = !process.argv.includes('--no-small');
+const COMPARE_BIN = arg('compare-bin', '');
 
 function rssBytes(pid: number): number {
   try {
@@ -57,10 +64,10 @@ function sampler(pids: number[]): { stop(): number } {
 }
 
 /** Runs the CLI with its stdout on /dev/null (a file descriptor, so nothing in between). */
-function runCli(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+function runCli(args: string[], env: NodeJS.ProcessEnv, bin = EGGSFS_BIN): Promise<number> {
   return new Promise((resolve, reject) => {
     const devnull = openSync('/dev/null', 'w');
-    const p = spawn(process.execPath, [EGGSFS_BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', devnull, 'inherit'] });
+    const p = spawn(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', devnull, 'inherit'] });
     closeSync(devnull);
     const t0 = performance.now();
     p.on('exit', (code) => (code === 0 ? resolve(performance.now() - t0) : reject(new Error(`eggsfs ${args.join(' ')} exited ${code}`))));
@@ -80,10 +87,16 @@ async function parallel(n: number, fn: (i: number) => Promise<unknown>): Promise
   }));
 }
 
-const rows: { what: string; ours: string; local: string; ratio: string }[] = [];
+const rows: { what: string; ours: string; local: string; ratio: string; reps?: string }[] = [];
 const fmt = (x: number, unit: string) => `${x.toFixed(x >= 100 ? 0 : 1)} ${unit}`;
-function row(what: string, ours: number, local: number, unit: string): void {
-  rows.push({ what, ours: fmt(ours, unit), local: fmt(local, unit), ratio: `${(ours / local).toFixed(2)}×` });
+function row(what: string, ours: number, local: number, unit: string, reps?: string): void {
+  rows.push({ what, ours: fmt(ours, unit), local: fmt(local, unit), ratio: `${(ours / local).toFixed(2)}×`, reps });
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 async function main(): Promise<void> {
@@ -111,39 +124,49 @@ async function main(): Promise<void> {
     const env = cluster.env;
     const dst = path.join(work, 'local-copy.bin');
     // The machine is shared and its figures swing: each measurement is repeated REPS times,
-    // ours and the local baseline interleaved, and the best of each is kept.
-    const best = { w: Infinity, r: Infinity, w10: Infinity, r10: Infinity, lw: Infinity, ld: Infinity, lr: Infinity };
+    // ours and the local baseline interleaved, and the median of each is kept.
+    const ms = { w: [], r: [], w10: [], r10: [], cr: [], cr10: [], lw: [], ld: [], lr: [] } as Record<string, number[]>;
     const load = sampler(pids);
+    const loadAvg: number[] = [];
     for (let rep = 0; rep < REPS; rep++) {
-      best.w = Math.min(best.w, await runCli(['copy_into', `/big-${rep}`, src], env));
-      best.r = Math.min(best.r, await runCli(['cat', `/big-${rep}`], env));
-      best.w10 = Math.min(best.w10, await runCli(['copy_into', '--parity', '1+0', `/big10-${rep}`, src], env));
-      best.r10 = Math.min(best.r10, await runCli(['cat', `/big10-${rep}`], env));
+      ms.w!.push(await runCli(['copy_into', `/big-${rep}`, src], env));
+      ms.r!.push(await runCli(['cat', `/big-${rep}`], env));
+      if (COMPARE_BIN) ms.cr!.push(await runCli(['cat', `/big-${rep}`], env, COMPARE_BIN));
+      ms.w10!.push(await runCli(['copy_into', '--parity', '1+0', `/big10-${rep}`, src], env));
+      ms.r10!.push(await runCli(['cat', `/big10-${rep}`], env));
+      if (COMPARE_BIN) ms.cr10!.push(await runCli(['cat', `/big10-${rep}`], env, COMPARE_BIN));
       await runCli(['rm', `/big-${rep}`], env);
       await runCli(['rm', `/big10-${rep}`], env);
+      loadAvg.push(os.loadavg()[0]!);
       // Local: the same copy with Node streams ending in fsync; the disk itself (O_DIRECT, no page
       // cache); and the page cache (where our just-written blocks are too).
-      best.lw = Math.min(best.lw, await timed(async () => {
+      ms.lw!.push(await timed(async () => {
         await pipeline(createReadStream(src, { highWaterMark: MiB }), createWriteStream(dst, { highWaterMark: MiB }));
         const fh = await fsp.open(dst, 'r+');
         await fh.sync();
         await fh.close();
       }));
-      best.ld = Math.min(best.ld, await timed(async () => {
+      ms.ld!.push(await timed(async () => {
         const r = spawnSync('dd', [`if=${dst}`, 'of=/dev/null', 'bs=1M', 'iflag=direct'], { stdio: 'ignore' });
         if (r.status !== 0) throw new Error('dd failed');
       }));
-      best.lr = Math.min(best.lr, await timed(() => pipeline(createReadStream(dst, { highWaterMark: MiB }), createWriteStream('/dev/null'))));
+      ms.lr!.push(await timed(() => pipeline(createReadStream(dst, { highWaterMark: MiB }), createWriteStream('/dev/null'))));
       rmSync(dst);
     }
     const loadRss = load.stop();
     const mib = BYTES / MiB;
-    const rate = (ms: number) => mib / (ms / 1000);
-    row(`copy_into ${mib} MiB (default parity) vs Node copy + fsync`, rate(best.w), rate(best.lw), 'MiB/s');
-    row(`copy_into ${mib} MiB --parity 1+0 vs Node copy + fsync`, rate(best.w10), rate(best.lw), 'MiB/s');
-    row(`cat ${mib} MiB (default parity) vs dd iflag=direct`, rate(best.r), rate(best.ld), 'MiB/s');
-    row(`cat ${mib} MiB (1+0) vs dd iflag=direct`, rate(best.r10), rate(best.ld), 'MiB/s');
-    row(`cat ${mib} MiB (1+0) vs Node read (page cache)`, rate(best.r10), rate(best.lr), 'MiB/s');
+    const rates = (k: string) => ms[k]!.map((t) => mib / (t / 1000));
+    const rate = (k: string) => median(rates(k));
+    const all = (k: string) => rates(k).map((r) => r.toFixed(0)).join(' ');
+    row(`copy_into ${mib} MiB (default parity) vs Node copy + fsync`, rate('w'), rate('lw'), 'MiB/s', `${all('w')} vs ${all('lw')}`);
+    row(`copy_into ${mib} MiB --parity 1+0 vs Node copy + fsync`, rate('w10'), rate('lw'), 'MiB/s', `${all('w10')} vs ${all('lw')}`);
+    row(`cat ${mib} MiB (default parity) vs dd iflag=direct`, rate('r'), rate('ld'), 'MiB/s', `${all('r')} vs ${all('ld')}`);
+    row(`cat ${mib} MiB (1+0) vs dd iflag=direct`, rate('r10'), rate('ld'), 'MiB/s', `${all('r10')} vs ${all('ld')}`);
+    row(`cat ${mib} MiB (1+0) vs Node read (page cache)`, rate('r10'), rate('lr'), 'MiB/s', `${all('r10')} vs ${all('lr')}`);
+    if (COMPARE_BIN) {
+      row(`cat ${mib} MiB (default parity) vs the same with --compare-bin`, rate('r'), rate('cr'), 'MiB/s', `${all('r')} vs ${all('cr')}`);
+      row(`cat ${mib} MiB (1+0) vs the same with --compare-bin`, rate('r10'), rate('cr10'), 'MiB/s', `${all('r10')} vs ${all('cr10')}`);
+    }
 
     // ---------------------------------------------------------------- small files
     const c = await EggsClient.connect({ shuckleUrl: cluster.shuckleUrl });
@@ -178,7 +201,7 @@ async function main(): Promise<void> {
       ],
       ['remove', () => parallel(FILES, (i) => c.unlink(`/small/${names[i]}`)), () => parallel(FILES, (i) => fsp.unlink(path.join(local, names[i]!)))],
     ];
-    for (const [name, ours, theirs] of ops) {
+    for (const [name, ours, theirs] of SMALL ? ops : []) {
       const oursMs = await timed(ours);
       const localMs = await timed(theirs);
       row(`${name} ${FILES} small files`, FILES / (oursMs / 1000), FILES / (localMs / 1000), '/s');
@@ -188,9 +211,10 @@ async function main(): Promise<void> {
     const width = Math.max(...rows.map((r) => r.what.length));
     console.log(`\nEnd-to-end, ${BLOCK_SERVICES} block services, 256 shards, data in ${work} (${os.cpus().length} cores)\n`);
     console.log(`${'benchmark'.padEnd(width)}  ${'eggsfs'.padStart(14)}  ${'local disk'.padStart(14)}  ratio`);
-    for (const r of rows) console.log(`${r.what.padEnd(width)}  ${r.ours.padStart(14)}  ${r.local.padStart(14)}  ${r.ratio}`);
+    for (const r of rows) console.log(`${r.what.padEnd(width)}  ${r.ours.padStart(14)}  ${r.local.padStart(14)}  ${r.ratio.padEnd(6)}${r.reps ? `  reps: ${r.reps}` : ''}`);
+    console.log(`\nmedians of ${REPS} interleaved repetitions; 1-minute load average during them: ${loadAvg.map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} cores)`);
     console.log(`\ncluster resident memory: ${(idleRss / MiB).toFixed(0)} MiB at rest (goal < 1024 MiB), peak ${(loadRss / MiB).toFixed(0)} MiB while copying in and out; startup ${startupMs} ms`);
-    console.log(JSON.stringify({ bench: 'e2e', bytes: BYTES, files: FILES, rows, idleRssMiB: Math.round(idleRss / MiB), loadRssMiB: Math.round(loadRss / MiB), startupMs }));
+    console.log(JSON.stringify({ bench: 'e2e', bytes: BYTES, files: FILES, reps: REPS, loadAvg, rows, idleRssMiB: Math.round(idleRss / MiB), loadRssMiB: Math.round(loadRss / MiB), startupMs }));
   } finally {
     await cluster.stop();
     rmSync(work, { recursive: true, force: true });
