@@ -232,15 +232,17 @@ test('EggsFS through a real FUSE mount', { timeout: 600_000, skip: NO_FUSE }, as
     let done = false;
     void writerDone.then(() => (done = true));
     while (!done || sawComplete === 0) {
-      const r = await sh(`cat ${target} 2>/dev/null | md5sum; ls ${mnt} | grep -c '^watched$'`);
-      const [sum, listed] = r.stdout.trim().split('\n');
+      // List first, then read: a name that was listed must read back whole (the file can only
+      // become complete between the two, never the other way round).
+      const r = await sh(`ls ${mnt} | grep -c '^watched$'; cat ${target} 2>/dev/null | md5sum`);
+      const [listed, sum] = r.stdout.trim().split('\n');
       const inListing = Number(listed) > 0;
       const emptySum = md5(Buffer.alloc(0));
       const s = sum!.split(' ')[0];
+      if (inListing) assert.equal(s, want, 'listed while incomplete');
       if (s === want) sawComplete++;
       else {
         assert.equal(s, emptySum, 'a reader got part of the file');
-        assert.ok(!inListing || !done, 'listed while incomplete');
         sawMissing++;
       }
       if (sawComplete > 0 && done) break;
