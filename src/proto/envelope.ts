@@ -1,7 +1,7 @@
 // The four UDP envelopes (metadata.md §1.3): shard/CDC requests and responses, one per datagram.
 import { DecodeError, Reader, Writer, decode } from './bincode.js';
 import { DEFAULT_CDC_KEY, MAC_BYTES, cbcMac, macEquals } from './crypto.js';
-import { ErrorCode, errorName } from './errors.js';
+import { ErrorCode } from './errors.js';
 import {
   CDC_BY_KIND,
   CDC_MESSAGES,
@@ -165,8 +165,4 @@ export function decodeResponse(proto: Protocol, buf: Buffer, decl: MessageDecl):
 export function peekRequestId(proto: Protocol, buf: Buffer): bigint | undefined {
   if (buf.length < 12 || buf.readUInt32LE(0) !== proto.magic) return undefined;
   return buf.readBigUInt64LE(4);
-}
-
-export function describeResponseError(code: number): string {
-  return errorName(code);
 }

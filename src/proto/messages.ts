@@ -36,7 +36,6 @@ export const FetchedSpan = struct('FetchedSpan', {
   bodyBlocks: list(FetchedBlock),
 });
 
-
 export const BLOCK_FLAG_STALE = 1;
 export const BLOCK_FLAG_TERMINAL = 2;
 
