@@ -235,6 +235,16 @@ export class EggsClient {
     }
   }
 
+  /** A writer of the new file `path`, linked at its close (replacing an existing file). */
+  async openWriter(path: string, opts: { parity?: number } = {}): Promise<FileWriter> {
+    const { parentId, name } = await this.parentOf('write', path);
+    try {
+      return this.createFile(parentId, name, opts);
+    } catch (err) {
+      throw pathError('write', path, err);
+    }
+  }
+
   /** A Writable that creates `path` and links it when it ends (replacing an existing file). */
   createWriteStream(path: string, opts: { parity?: number } = {}): Writable {
     let writer: FileWriter | undefined;
@@ -347,6 +357,27 @@ export class EggsClient {
         throw err;
       },
     );
+  }
+
+  /**
+   * Unlinks a file whose id the caller already knows (a FUSE node table), saving the LOOKUP round
+   * trip. A stale id (the name now points elsewhere) falls back to looking the name up.
+   */
+  async unlinkKnownAt(parentId: bigint, name: string, target: bigint): Promise<void> {
+    if (isDirectory(target)) throw new EggsError(ErrorCode.TYPE_IS_DIRECTORY);
+    const nb = nameBytes(name);
+    try {
+      await this.core.nonIdempotent(
+        async () => void (await this.core.shardOnce('SOFT_UNLINK_FILE', parentId, { ownerId: parentId, fileId: target, name: nb })),
+        async (err) => {
+          if (err.code === ErrorCode.NAME_NOT_FOUND) return; // the lost attempt removed it
+          throw err;
+        },
+      );
+    } catch (err) {
+      if (err instanceof EggsError && err.code === ErrorCode.MISMATCHING_TARGET) return this.unlinkAt(parentId, name);
+      throw err;
+    }
   }
 
   async rmdirAt(parentId: bigint, name: string): Promise<void> {

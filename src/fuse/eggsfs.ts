@@ -44,6 +44,8 @@ export const FILE_ATTR_TTL_MS = 3_600_000;
 export const LINK_WAIT_MS = 10_000;
 /** Attributes of linked files kept beyond the kernel's references (they never change). */
 const MAX_CACHED_FILE_ATTRS = 65_536;
+/** (directory, name) → file id pairs remembered so that unlink skips its LOOKUP round trip. */
+const MAX_CACHED_CHILD_IDS = 65_536;
 /** statfs asks shuckle at most this often. */
 const STATFS_CACHE_MS = 2_000;
 /** Stats issued at once to fill one readdirplus reply. */
@@ -159,6 +161,7 @@ export class EggsFs implements FuseFilesystem {
   private readonly handles = new Map<bigint, Handle>();
   /** id → attributes of files (immutable), oldest first; bounded. */
   private readonly fileAttrs = new Map<bigint, { size: number; mtimeNs: bigint }>();
+  private readonly childIds = new Map<string, bigint>();
   private nextFh = 1n;
   private nextSynthetic = FIRST_SYNTHETIC_NODEID;
   private statfsCache: { atMs: number; value: StatfsReply } | undefined;
@@ -252,6 +255,13 @@ export class EggsFs implements FuseFilesystem {
     n.fetchedAtMs = monoMs();
   }
 
+  /** Remembers which file a name pointed at (a hint: a stale one costs a retry, never a wrong unlink). */
+  private rememberChild(parentId: bigint, name: string, id: bigint): void {
+    if (isDirectory(id)) return;
+    this.childIds.set(this.key(parentId, name), id);
+    if (this.childIds.size > MAX_CACHED_CHILD_IDS) this.childIds.delete(this.childIds.keys().next().value!);
+  }
+
   private cacheFileAttrs(id: bigint, size: number, mtimeNs: bigint): void {
     this.fileAttrs.set(id, { size, mtimeNs });
     if (this.fileAttrs.size > MAX_CACHED_FILE_ATTRS) this.fileAttrs.delete(this.fileAttrs.keys().next().value!);
@@ -308,6 +318,7 @@ export class EggsFs implements FuseFilesystem {
       n.fetchedAtMs = monoMs();
       // Also known under its real id, for lookups that return it.
       this.cacheFileAttrs(id, p.written, n.mtimeNs);
+      this.rememberChild(p.parentId, p.name, id);
     } catch (err) {
       p.linkError = err as Error;
       log.warn(`${p.name}: could not link the file: ${(err as Error).message}`);
@@ -352,6 +363,7 @@ export class EggsFs implements FuseFilesystem {
     const p = await this.pendingFor(ctx, parentId, name);
     if (p) return this.entryOf(p.node);
     const { id } = await this.client.lookupAt(parentId, name);
+    this.rememberChild(parentId, name, id);
     return this.entryOf(await this.known(id));
   }
 
@@ -416,7 +428,10 @@ export class EggsFs implements FuseFilesystem {
       this.pendingByName.delete(key);
       return;
     }
-    await this.client.unlinkAt(parentId, name);
+    const known = this.childIds.get(key);
+    this.childIds.delete(key);
+    if (known !== undefined) await this.client.unlinkKnownAt(parentId, name, known);
+    else await this.client.unlinkAt(parentId, name);
   }
 
   async rmdir(_ctx: Context, parent: bigint, name: string): Promise<void> {
@@ -440,6 +455,8 @@ export class EggsFs implements FuseFilesystem {
       );
       if (exists) throw new FuseError(E.EEXIST);
     }
+    this.childIds.delete(this.key(from, name));
+    this.childIds.delete(this.key(to, newName));
     await this.client.renameAt(from, name, to, newName);
   }
 
@@ -637,6 +654,7 @@ export class EggsFs implements FuseFilesystem {
       for (let j = 0; j < batch.length; j++, i++) {
         const e = batch[j]!;
         const n = nodes[j];
+        this.rememberChild(h.dirId, e.name, e.id);
         const ino = this.nodeidOf(e.id);
         const entry = n ? { nodeid: n.nodeid, generation: 0n, attr: this.attrOf(n), entryTtlMs: ENTRY_TTL_MS, attrTtlMs: this.attrTtl(n) } : undefined;
         if (!out.add({ name: e.name, ino, mode: modeOf(e.type), nextOffset: BigInt(i + 1), entry })) {
