@@ -13,7 +13,7 @@
 //                          [--no-small] [--compare-bin OTHER/bin/eggsfs.js]
 // (with 10 block services the client's default parity is 4+2; 1+0 is the original's single block)
 // Each figure is the median of --reps interleaved repetitions (all of them are printed too, with the
-// load average: the machine is shared). --compare-bin also runs `cat` with another build's launcher
+// load average: the machine is shared). --compare-bin also runs `copy_into` and `cat` with another build's launcher
 // (e.g. a copy of the tree before a change) interleaved with ours, for before/after figures.
 // --no-small skips the small-file part.
 import { spawn, spawnSync } from 'node:child_process';
@@ -125,7 +125,7 @@ async function main(): Promise<void> {
     const dst = path.join(work, 'local-copy.bin');
     // The machine is shared and its figures swing: each measurement is repeated REPS times,
     // ours and the local baseline interleaved, and the median of each is kept.
-    const ms = { w: [], r: [], w10: [], r10: [], cr: [], cr10: [], lw: [], ld: [], lr: [] } as Record<string, number[]>;
+    const ms = { w: [], r: [], w10: [], r10: [], cr: [], cr10: [], cw: [], cw10: [], lw: [], ld: [], lr: [] } as Record<string, number[]>;
     const load = sampler(pids);
     const loadAvg: number[] = [];
     for (let rep = 0; rep < REPS; rep++) {
@@ -137,6 +137,12 @@ async function main(): Promise<void> {
       if (COMPARE_BIN) ms.cr10!.push(await runCli(['cat', `/big10-${rep}`], env, COMPARE_BIN));
       await runCli(['rm', `/big-${rep}`], env);
       await runCli(['rm', `/big10-${rep}`], env);
+      if (COMPARE_BIN) {
+        ms.cw!.push(await runCli(['copy_into', `/cbig-${rep}`, src], env, COMPARE_BIN));
+        ms.cw10!.push(await runCli(['copy_into', '--parity', '1+0', `/cbig10-${rep}`, src], env, COMPARE_BIN));
+        await runCli(['rm', `/cbig-${rep}`], env);
+        await runCli(['rm', `/cbig10-${rep}`], env);
+      }
       loadAvg.push(os.loadavg()[0]!);
       // Local: the same copy with Node streams ending in fsync; the disk itself (O_DIRECT, no page
       // cache); and the page cache (where our just-written blocks are too).
@@ -164,6 +170,8 @@ async function main(): Promise<void> {
     row(`cat ${mib} MiB (1+0) vs dd iflag=direct`, rate('r10'), rate('ld'), 'MiB/s', `${all('r10')} vs ${all('ld')}`);
     row(`cat ${mib} MiB (1+0) vs Node read (page cache)`, rate('r10'), rate('lr'), 'MiB/s', `${all('r10')} vs ${all('lr')}`);
     if (COMPARE_BIN) {
+      row(`copy_into ${mib} MiB (default parity) vs the same with --compare-bin`, rate('w'), rate('cw'), 'MiB/s', `${all('w')} vs ${all('cw')}`);
+      row(`copy_into ${mib} MiB (1+0) vs the same with --compare-bin`, rate('w10'), rate('cw10'), 'MiB/s', `${all('w10')} vs ${all('cw10')}`);
       row(`cat ${mib} MiB (default parity) vs the same with --compare-bin`, rate('r'), rate('cr'), 'MiB/s', `${all('r')} vs ${all('cr')}`);
       row(`cat ${mib} MiB (1+0) vs the same with --compare-bin`, rate('r10'), rate('cr10'), 'MiB/s', `${all('r10')} vs ${all('cr10')}`);
     }

@@ -2,8 +2,8 @@
 // mv, rm, rmdir, transient_files and the original's rm_file/rm_dir), with the original's argument
 // order. The cluster is found through shuckle: --shuckle URL, else $EGGSFS_SHUCKLE, else
 // http://localhost:5000. Errors are one line naming the path and the cause; exit code 1.
-import { createReadStream, createWriteStream } from 'node:fs';
-import { stat as fsStat } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { open as fsOpen, stat as fsStat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -61,7 +61,7 @@ function humanBytes(n: number): string {
 }
 
 /** A progress bar on stderr, only when stderr is a terminal and the copy is big enough to wait for. */
-function progress(label: string, total: number | undefined, enabled: boolean): Transform {
+function progressMeter(label: string, total: number | undefined, enabled: boolean): { add(n: number): void; end(): void } {
   const MIN_BYTES_FOR_BAR = 8 << 20;
   const REDRAW_MS = 200;
   const show = enabled && process.stderr.isTTY === true && (total === undefined || total >= MIN_BYTES_FOR_BAR);
@@ -82,17 +82,30 @@ function progress(label: string, total: number | undefined, enabled: boolean): T
     }
     process.stderr.write(`\r${line}\x1b[K${final ? '\n' : ''}`);
   };
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      done += chunk.length;
+  return {
+    add(n) {
+      done += n;
       if (show && Date.now() - last > REDRAW_MS) {
         last = Date.now();
         draw(false);
       }
+    },
+    end() {
+      if (show) draw(true);
+    },
+  };
+}
+
+/** progressMeter as a pass-through stream stage. */
+function progress(label: string, total: number | undefined, enabled: boolean): Transform {
+  const meter = progressMeter(label, total, enabled);
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      meter.add(chunk.length);
       cb(null, chunk);
     },
     flush(cb) {
-      if (show) draw(true);
+      meter.end();
       cb();
     },
   });
@@ -119,6 +132,49 @@ async function copyInto(c: Ctx, dest: string, input: Readable, total: number | u
   const client = await c.client();
   const out = client.createWriteStream(dest);
   await pipeline(input, progress(`copy_into ${dest}`, total, !c.flags.has('no-progress')), out);
+}
+
+/** Bytes asked of the local file per read: big reads, few syscalls, a progress bar that moves. */
+const COPY_READ_BYTES = 8 << 20;
+
+/**
+ * A local file into `dest`, read straight into the writer's span buffers (no intermediate buffers
+ * to allocate, fault in and copy again; profile of a 512 MiB copy: about a fifth of its CPU).
+ */
+async function copyFileInto(c: Ctx, dest: string, src: string, total: number): Promise<void> {
+  const client = await c.client();
+  let fh: FileHandle;
+  try {
+    fh = await fsOpen(src, 'r');
+  } catch (err) {
+    throw new LocalError(`copy_into ${dest}: cannot read ${src}: ${localCause(err)}`);
+  }
+  const meter = progressMeter(`copy_into ${dest}`, total, !c.flags.has('no-progress'));
+  try {
+    const writer = await client.openWriter(dest);
+    if (!writer.writeFrom) throw new Error('copy_into: the file writer cannot be filled in place');
+    try {
+      for (;;) {
+        const n = await writer.writeFrom(async (dst) => {
+          try {
+            // From the current position: pipes and character devices read too.
+            return (await fh.read(dst, 0, dst.length, null)).bytesRead;
+          } catch (err) {
+            throw new LocalError(`copy_into ${dest}: cannot read ${src}: ${localCause(err)}`);
+          }
+        }, COPY_READ_BYTES);
+        if (n === 0) break;
+        meter.add(n);
+      }
+      await writer.close();
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+    meter.end();
+  } finally {
+    await fh.close();
+  }
 }
 
 const COMMANDS: Record<string, CommandSpec> = {
@@ -234,7 +290,7 @@ const COMMANDS: Record<string, CommandSpec> = {
         if (err instanceof LocalError) throw err;
         throw new LocalError(`copy_into ${dest}: cannot read ${src}: ${localCause(err)}`);
       }
-      await copyInto(c, dest, createReadStream(src, { highWaterMark: 1 << 20 }), total);
+      await copyFileInto(c, dest, src, total);
     },
   },
   copy_out: {

@@ -3,6 +3,7 @@
 // previous one is certified, so spans are strictly sequential on the wire; what overlaps is the
 // filling (and CRC) of the next span with the current span's block writes, and a span's D+P block
 // writes with each other. Memory is two span buffers whatever the file size.
+import assert from 'node:assert/strict';
 import { crc32c, crc32cZeros, crcToBytes } from '../proto/crc32c.js';
 import { EggsError, ErrorCode } from '../proto/errors.js';
 import { InodeType } from '../proto/ids.js';
@@ -17,6 +18,11 @@ import { logger } from '../util/log.js';
 export interface FileWriter {
   readonly written: number;
   write(data: Buffer): Promise<void>;
+  /**
+   * Lets `read` fill the writer's span buffer directly (at most `maxBytes`), saving a copy of every
+   * byte and the caller's own buffers; returns what `read` stored (0 = its end of input).
+   */
+  writeFrom?(read: (dst: Buffer) => Promise<number>, maxBytes: number): Promise<number>;
   close(): Promise<bigint>;
   abort(): Promise<void>;
 }
@@ -102,22 +108,46 @@ export class EggsFileWriter implements FileWriter {
     return this.bytesIn;
   }
 
+  /** The current span buffer with room for at least one more byte. */
+  private room(): Buffer {
+    const spanBytes = this.core.opts.spanBytes;
+    if (!this.cur) this.cur = this.spare ?? Buffer.allocUnsafe(Math.min(FIRST_BUFFER_BYTES, spanBytes));
+    this.spare = undefined;
+    if (this.fill === this.cur.length && this.cur.length < spanBytes) {
+      // Grow towards a full span: small files never allocate a whole span.
+      const bigger = Buffer.allocUnsafe(Math.min(spanBytes, this.cur.length * 4));
+      this.cur.copy(bigger, 0, 0, this.fill);
+      this.cur = bigger;
+    }
+    assert(this.fill < this.cur.length, 'span buffer has room');
+    return this.cur;
+  }
+
+  async writeFrom(read: (dst: Buffer) => Promise<number>, maxBytes: number): Promise<number> {
+    if (this.state !== 'open') throw new EggsError(ErrorCode.MALFORMED_REQUEST, `write after ${this.state}`);
+    if (this.failure) throw this.failure;
+    assert(maxBytes > 0, 'writeFrom needs room for a byte');
+    const buf = this.room();
+    const dst = buf.subarray(this.fill, Math.min(buf.length, this.fill + maxBytes));
+    const n = await read(dst);
+    // An abort while `read` ran dropped the buffer: nothing more goes to this file.
+    if (this.state !== 'open' || this.cur !== buf) throw new EggsError(ErrorCode.MALFORMED_REQUEST, `write after ${this.state}`);
+    assert(Number.isInteger(n) && n >= 0 && n <= dst.length, 'read stored at most the bytes it was given');
+    this.fill += n;
+    this.bytesIn += n;
+    if (this.fill === this.core.opts.spanBytes) await this.startFlush();
+    return n;
+  }
+
   async write(data: Buffer): Promise<void> {
     if (this.state !== 'open') throw new EggsError(ErrorCode.MALFORMED_REQUEST, `write after ${this.state}`);
     if (this.failure) throw this.failure;
     const spanBytes = this.core.opts.spanBytes;
     let off = 0;
     while (off < data.length) {
-      if (!this.cur) this.cur = this.spare ?? Buffer.allocUnsafe(Math.min(FIRST_BUFFER_BYTES, spanBytes));
-      this.spare = undefined;
-      if (this.fill === this.cur.length && this.cur.length < spanBytes) {
-        // Grow towards a full span: small files never allocate a whole span.
-        const bigger = Buffer.allocUnsafe(Math.min(spanBytes, this.cur.length * 4));
-        this.cur.copy(bigger, 0, 0, this.fill);
-        this.cur = bigger;
-      }
-      const n = Math.min(this.cur.length - this.fill, data.length - off);
-      data.copy(this.cur, this.fill, off, off + n);
+      const cur = this.room();
+      const n = Math.min(cur.length - this.fill, data.length - off);
+      data.copy(cur, this.fill, off, off + n);
       this.fill += n;
       off += n;
       this.bytesIn += n;
