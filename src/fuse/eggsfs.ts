@@ -563,6 +563,9 @@ export class EggsFs implements FuseFilesystem {
   private heldElsewhere(p: Pending, tid: number): boolean {
     const prefix = this.mountPrefix!;
     const todo = [tgidOf(tid), p.creatorTgid];
+    const suffix = `/${p.name}`;
+    const deletedSuffix = `${suffix} (deleted)`;
+    const nameCheckable = !p.name.includes('\uFFFD');
     const seen = new Set<number>();
     while (todo.length > 0 && seen.size < MAX_SCANNED_PROCESSES) {
       const pid = todo.pop()!;
@@ -582,6 +585,9 @@ export class EggsFs implements FuseFilesystem {
           continue;
         }
         if (!link.startsWith(prefix)) continue;
+        // The link names the file: skip reading fdinfo for other files (64 creates in flight
+        // otherwise read 64 fdinfos per close). A name that does not decode cleanly is checked.
+        if (nameCheckable && !link.endsWith(suffix) && !link.endsWith(deletedSuffix)) continue;
         try {
           const m = /^ino:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
           if (m && BigInt(m[1]!) === p.node.nodeid) return true;
