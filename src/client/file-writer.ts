@@ -92,6 +92,9 @@ export class EggsFileWriter implements FileWriter {
   private bytesIn = 0;
   /** Spans written so far, for a failover to a new transient file; null past FAILOVER_MAX_SPANS. */
   private history: SpanRecord[] | null = [];
+  /** Parity block memory for the span on the wire and the one encoded ahead (see encodeAhead). */
+  private parityScratch: Buffer[][] = [[], []];
+  private nextScratch = 0;
 
   constructor(
     private readonly core: ClientCore,
@@ -160,7 +163,7 @@ export class EggsFileWriter implements FileWriter {
     // Redundancy (issue 7): encode this span (parity, CRCs) now, while the previous span's blocks are
     // still on the wire, so the codec is off the spans' critical path.
     const full = this.cur!.subarray(0, this.fill);
-    const pre = full.length > INLINE_MAX_BYTES && !isAllZero(full) ? this.encodeBlocks(full) : undefined;
+    const pre = full.length > INLINE_MAX_BYTES && !isAllZero(full) ? this.encodeAhead(full) : undefined;
     if (this.inflight) {
       await this.inflight; // rethrows a failure of the previous span
       this.spare = this.flushingBuf;
@@ -178,6 +181,18 @@ export class EggsFileWriter implements FileWriter {
     });
     p.catch(() => {});
     this.inflight = p;
+  }
+
+  /**
+   * The span handed to the wire next is encoded while the previous one's blocks are still being
+   * written (startFlush), and a span after that only once the previous one is certified: two sets
+   * of parity buffers, used in turn, are never overwritten while their blocks are on the wire.
+   */
+  private encodeAhead(data: Buffer): PreEncoded {
+    const parity = parityForSpan(this.parity, data.length);
+    const scratch = this.parityScratch[this.nextScratch]!;
+    this.nextScratch = (this.nextScratch + 1) % this.parityScratch.length;
+    return { parity, enc: encodeSpan(data, parity, scratch) };
   }
 
   private encodeBlocks(data: Buffer): PreEncoded {
@@ -312,6 +327,7 @@ export class EggsFileWriter implements FileWriter {
     await this.core.shard('LINK_FILE', this.parentId, { fileId: id, cookie, ownerId: this.parentId, name: this.name });
     this.state = 'closed';
     this.cur = this.spare = this.flushingBuf = undefined;
+    this.parityScratch = [[], []];
     return id;
   }
 
@@ -321,5 +337,6 @@ export class EggsFileWriter implements FileWriter {
     this.state = 'aborted';
     await this.inflight?.catch(() => {});
     this.cur = this.spare = this.flushingBuf = undefined;
+    this.parityScratch = [[], []];
   }
 }

@@ -19,9 +19,10 @@ export function parityForSpan(parity: number, sizeBytes: number): number {
   return spanParityFor(parity, sizeBytes);
 }
 
-export function encodeSpan(data: Buffer, parity: number): EncodedSpan {
+/** `parityScratch`: see span-layout's encodeSpan (memory reused for parity blocks). */
+export function encodeSpan(data: Buffer, parity: number, parityScratch?: Buffer[]): EncodedSpan {
   const { dataBlocks: d, parityBlocks: p } = parseParity(parity);
-  if (d === 1 || p > 0) return encodeWithLayout(data, parity);
+  if (d === 1 || p > 0) return encodeWithLayout(data, parity, parityScratch);
   // Striping without parity (D > 1, P = 0): legal on the wire, no redundancy, D block services
   // written in parallel. Same data-block sizes as the redundancy layout.
   const blocks: Buffer[] = [];

@@ -109,7 +109,12 @@ export interface EncodedSpan {
   spanCrc: number;
 }
 
-export function encodeSpan(data: Buffer, parity: number): EncodedSpan {
+/**
+ * `parityScratch`: buffers the parity blocks may be computed into (views of them are returned),
+ * grown or filled in as needed, so a writer encoding span after span reuses the same memory
+ * instead of allocating (and faulting in) P fresh blocks per span. Undefined: fresh buffers.
+ */
+export function encodeSpan(data: Buffer, parity: number, parityScratch?: Buffer[]): EncodedSpan {
   const { dataBlocks: D, parityBlocks: P } = parseParity(parity);
   const size = data.length;
   if (D === 1) {
@@ -138,7 +143,14 @@ export function encodeSpan(data: Buffer, parity: number): EncodedSpan {
   }
   if (offset !== size) throw new Error(`span layout: data blocks cover ${offset} of ${size} bytes`);
   const parityBlocks: Buffer[] = [];
-  for (let j = 0; j < P; j++) parityBlocks.push(Buffer.allocUnsafe(bs));
+  for (let j = 0; j < P; j++) {
+    let b = parityScratch?.[j];
+    if (b === undefined || b.length < bs) {
+      b = Buffer.allocUnsafe(bs);
+      if (parityScratch) parityScratch[j] = b;
+    }
+    parityBlocks.push(b.subarray(0, bs));
+  }
   getRsCodec(D, P).encode(blocks, parityBlocks, bs);
   for (const p of parityBlocks) {
     blocks.push(p);
