@@ -10,6 +10,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { EggsClient, PathError } from '../src/client/index.js';
 import { ErrorCode } from '../src/proto/errors.js';
+import { ROOT_DIR_INODE_ID } from '../src/proto/ids.js';
 import { startCluster, type TestCluster } from './helpers/cluster.js';
 import { EGGSFS_BIN } from './helpers/proc.js';
 import { startUdpProxy } from './helpers/udp-proxy.js';
@@ -50,6 +51,18 @@ test('client library', { timeout: 240_000 }, async (t) => {
   const SPAN = 1 << 20;
   const c = await EggsClient.connect({ shuckleUrl: cluster.shuckleUrl, spanBytes: SPAN });
   t.after(() => c.close());
+
+  await t.test('unlinkKnownAt: a known id removes with one request; a stale id falls back to the current entry', async () => {
+    await writeAll(c, '/known', Buffer.from('one'));
+    const first = await c.resolve('/known');
+    await c.unlinkKnownAt(ROOT_DIR_INODE_ID, 'known', first);
+    await assert.rejects(c.resolve('/known'), PathError);
+    await writeAll(c, '/known', Buffer.from('two'));
+    assert.notEqual(await c.resolve('/known'), first);
+    await c.unlinkKnownAt(ROOT_DIR_INODE_ID, 'known', first); // stale: the name now holds another file
+    await assert.rejects(c.resolve('/known'), PathError);
+    await assert.rejects(c.unlinkKnownAt(ROOT_DIR_INODE_ID, 'known', first), (e: { code?: number }) => e.code === ErrorCode.NAME_NOT_FOUND);
+  });
 
   await t.test('every span kind, whole and in ranges', async () => {
     // random span, zero span, random span, then a short (inline) tail
