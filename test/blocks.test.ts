@@ -9,7 +9,7 @@ import { blockRelativePath } from '../src/proto/blockwire.js';
 import { blockEraseCertificate, blockEraseProof, blockWriteCertificate, blockWriteProof } from '../src/proto/crypto.js';
 import { crc32c, crcToBytes } from '../src/proto/crc32c.js';
 import { eggsNow, ONE_HOUR_NS } from '../src/proto/time.js';
-import { freeTcpPort } from './helpers/ports.js';
+import { freeTcpPort, freeTcpRange } from './helpers/ports.js';
 import { startEggsfs, tempDir, type Service } from './helpers/proc.js';
 
 const IDLE_TIMEOUT_MS = 1_500;
@@ -36,23 +36,6 @@ let idCounter = 0n;
 function freshId(): bigint {
   idCounter += 0x1000n;
   return ((eggsNow() + idCounter) & ~0xffn) | 0x07n;
-}
-
-/** base..base+count-1 all free for TCP now, below the kernel's ephemeral range. */
-async function freeTcpRange(count: number): Promise<number> {
-  const free = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 12000);
-    let ok = true;
-    for (let i = 0; i < count && ok; i++) ok = await free(base + i);
-    if (ok) return base;
-  }
-  throw new Error(`no free TCP range of ${count} ports`);
 }
 
 function payload(size: number, seed: number): Buffer {

@@ -9,7 +9,8 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { CLIENT_COMMANDS } from '../src/cli/commands.js';
 import { EggsClient } from '../src/client/index.js';
-import { startCluster, freeTcpRange } from './helpers/cluster.js';
+import { startCluster } from './helpers/cluster.js';
+import { freeTcpRange } from './helpers/ports.js';
 import { EGGSFS_BIN, runEggsfs, tempDir } from './helpers/proc.js';
 
 test('eggsfs client commands', { timeout: 300_000 }, async (t) => {

@@ -1,36 +1,7 @@
 // A whole cluster for integration tests: `eggsfs run` on a temp dir with freshly allocated ports
 // (never the defaults), the way a user starts one.
-import net from 'node:net';
-import dgram from 'node:dgram';
-import { freeUdpRange, randomBasePort } from './ports.js';
+import { freeTcpRange, freeUdpRange } from './ports.js';
 import { startEggsfs, tempDir, type Service } from './proc.js';
-
-async function tcpFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-async function udpFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = dgram.createSocket('udp4');
-    s.once('error', () => resolve(false));
-    s.bind(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-/** A base port with base..base+count-1 free for TCP (and UDP too when `udp`). */
-export async function freeTcpRange(count: number, udp = false): Promise<number> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const base = randomBasePort(count);
-    let ok = true;
-    for (let i = 0; i < count && ok; i++) ok = (await tcpFree(base + i)) && (!udp || (await udpFree(base + i)));
-    if (ok) return base;
-  }
-  throw new Error(`no free TCP range of ${count} ports`);
-}
 
 export interface ClusterPorts {
   shucklePort: number;

@@ -42,15 +42,36 @@ async function udpFree(port: number): Promise<boolean> {
   });
 }
 
-/** A base port such that base..base+count-1 are all free for UDP right now. */
-export async function freeUdpRange(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
+async function tcpFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+const RANGE_ATTEMPTS = 100;
+
+/** A base port such that base..base+count-1 are all free right now for the given protocols. */
+async function freeRange(count: number, protocols: { tcp: boolean; udp: boolean }): Promise<number> {
+  for (let attempt = 0; attempt < RANGE_ATTEMPTS; attempt++) {
     const base = randomBasePort(count);
     let ok = true;
-    for (let i = 0; i < count && ok; i++) ok = await udpFree(base + i);
+    for (let i = 0; i < count && ok; i++) {
+      ok = (!protocols.tcp || (await tcpFree(base + i))) && (!protocols.udp || (await udpFree(base + i)));
+    }
     if (ok) return base;
   }
-  throw new Error(`no free UDP range of ${count} ports`);
+  throw new Error(`no free ${protocols.tcp ? 'TCP' : ''}${protocols.tcp && protocols.udp ? '+' : ''}${protocols.udp ? 'UDP' : ''} range of ${count} ports`);
+}
+
+export function freeUdpRange(count: number): Promise<number> {
+  return freeRange(count, { tcp: false, udp: true });
+}
+
+/** base..base+count-1 free for TCP (and for UDP too when `udp`, e.g. shuckle's HTTP+UDP port). */
+export function freeTcpRange(count: number, udp = false): Promise<number> {
+  return freeRange(count, { tcp: true, udp });
 }
 
 export async function freeUdpPort(): Promise<number> {
