@@ -15,7 +15,7 @@
 // probe is sent only after LOOKUP confirmed the current edge, and if the name changed in between
 // the newer deletion marker makes it fail with MORE_RECENT_SNAPSHOT_ALREADY_EXISTS.
 import { EggsError, ErrorCode } from '../proto/errors.js';
-import { EXTRA_BIT, InodeType, NULL_INODE_ID, ROOT_DIR_INODE_ID, formatInodeId, inodeType, makeInodeId, MAX_LOCAL_ID, shardOf } from '../proto/ids.js';
+import { InodeType, hasExtra, stripExtra, NULL_INODE_ID, ROOT_DIR_INODE_ID, formatInodeId, inodeType, makeInodeId, MAX_LOCAL_ID, shardOf } from '../proto/ids.js';
 import { UdpTransport, type Address } from './transport.js';
 
 export interface FsckOptions {
@@ -153,8 +153,8 @@ async function check(tr: UdpTransport, opts: FsckOptions): Promise<FsckReport> {
           d.edges.push({
             dir: d.id,
             name: e.name,
-            target: e.targetId & ~EXTRA_BIT,
-            owning: (e.targetId & EXTRA_BIT) !== 0n,
+            target: stripExtra(e.targetId),
+            owning: hasExtra(e.targetId),
             creationTime: e.creationTime,
             current: false,
           });

@@ -21,8 +21,3 @@ export function invalidNameReason(name: Uint8Array): string | undefined {
   }
   return undefined;
 }
-
-/** Listing order: (hash, name) with names compared bytewise. */
-export function compareNames(a: Uint8Array, b: Uint8Array): number {
-  return Buffer.compare(a, b);
-}

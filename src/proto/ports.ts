@@ -8,7 +8,3 @@ export const SHUCKLE_UDP_PORT = 5000;
 export const BLOCK_BASE_PORT = 40000;
 export const DEFAULT_STORAGE_CLASS = 2;
 export const DEFAULT_SHUCKLE_URL = `http://localhost:${SHUCKLE_HTTP_PORT}`;
-
-export function shardPort(shard: number, basePort = SHARD_BASE_PORT): number {
-  return basePort + shard;
-}

@@ -22,9 +22,6 @@ export function eggsNow(): bigint {
   return unixNowNs() - EGGS_EPOCH_NS;
 }
 
-export function eggsTimeToDate(t: bigint): Date {
-  return new Date(Number((t + EGGS_EPOCH_NS) / NS_PER_MS));
-}
 
 /** ISO-8601 with nanoseconds, e.g. 2026-11-25T08:45:16.123456789Z. */
 export function formatEggsTime(t: bigint): string {

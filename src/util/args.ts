@@ -26,16 +26,6 @@ export function parseIntArg(name: string, value: string | undefined, min: number
   return n;
 }
 
-/** Accepts decimal or 0x-prefixed u64 values. */
-export function parseU64(name: string, value: string): bigint {
-  try {
-    const v = BigInt(value);
-    if (v < 0n || v >= 1n << 64n) throw new Error();
-    return v;
-  } catch {
-    throw new UsageError(`${name} must be a 64-bit unsigned integer, got "${value}"`);
-  }
-}
 
 /** "host:port" → parts; a bare port means the given default host. */
 export function parseHostPort(value: string, defaultHost: string): { host: string; port: number } {
