@@ -3,7 +3,6 @@
 // writer handle is released (not at flush: the shell's `echo x > f` flushes a dup'ed descriptor
 // before it writes). Until then only the writing process can see the name; anyone else gets
 // ENOENT, or, once the writer has closed it, waits (bounded) for the link to land.
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { EggsClient, DirEntry } from '../client/index.js';
 import type { FileWriter } from '../client/file-writer.js';
@@ -29,6 +28,7 @@ import {
   S_IFREG,
   SetattrValid,
 } from './kernel.js';
+import { HeldScanner, TgidCache } from './procfs.js';
 import { SequentialReader } from './reader.js';
 
 const E = osConstants.errno;
@@ -82,7 +82,8 @@ interface Pending {
   readonly node: Node;
   parentId: bigint;
   name: string;
-  readonly writer: FileWriter;
+  /** Made just after CREATE is answered (see create); every use waits on `chain` first. */
+  writer: FileWriter | undefined;
   readonly creatorTgid: number;
   /** Bytes accepted so far (the only offset a write may start at). */
   written: number;
@@ -119,16 +120,6 @@ function modeOf(kind: Kind): number {
   return kind === 'directory' ? DIR_MODE : kind === 'symlink' ? SYMLINK_MODE : FILE_MODE;
 }
 
-/** The thread-group (process) id of a thread id: the kernel sends us thread ids. */
-function tgidOf(tid: number): number {
-  try {
-    const m = /^Tgid:\s*(\d+)/m.exec(readFileSync(`/proc/${tid}/status`, 'utf8'));
-    return m ? Number(m[1]) : tid;
-  } catch {
-    return tid;
-  }
-}
-
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => resolve(undefined), ms);
@@ -152,9 +143,6 @@ export interface EggsFsOptions {
   mountpoint?: string;
 }
 
-/** Processes looked at when deciding whether a close was the last one. */
-const MAX_SCANNED_PROCESSES = 64;
-
 export class EggsFs implements FuseFilesystem {
   private readonly nodes = new Map<bigint, Node>();
   private readonly pendingByName = new Map<string, Pending>();
@@ -167,7 +155,9 @@ export class EggsFs implements FuseFilesystem {
   private statfsCache: { atMs: number; value: StatfsReply } | undefined;
   private readonly uid: number;
   private readonly gid: number;
-  private readonly mountPrefix: string | undefined;
+  /** Present with a mountpoint: decides whether a close was the last one (see flush). */
+  private readonly heldScanner: HeldScanner | undefined;
+  private readonly tgids = new TgidCache();
 
   constructor(
     private readonly client: EggsClient,
@@ -175,7 +165,7 @@ export class EggsFs implements FuseFilesystem {
   ) {
     this.uid = opts.uid ?? 0;
     this.gid = opts.gid ?? 0;
-    this.mountPrefix = opts.mountpoint ? opts.mountpoint.replace(/\/+$/, '') + '/' : undefined;
+    this.heldScanner = opts.mountpoint ? new HeldScanner(opts.mountpoint.replace(/\/+$/, '') + '/') : undefined;
     this.nodes.set(FUSE_ROOT_ID, { nodeid: FUSE_ROOT_ID, id: ROOT_DIR_INODE_ID, kind: 'directory', nlookup: 1n, size: 0, mtimeNs: 0n, fetchedAtMs: -Infinity });
   }
 
@@ -296,7 +286,7 @@ export class EggsFs implements FuseFilesystem {
   private async pendingFor(ctx: Context, parentId: bigint, name: string): Promise<Pending | undefined> {
     const p = this.pendingByName.get(this.key(parentId, name));
     if (!p) return undefined;
-    if (!p.settled && tgidOf(ctx.pid) === p.creatorTgid) return p;
+    if (!p.settled && this.tgids.of(ctx.pid) === p.creatorTgid) return p;
     if (await this.awaitLinked(p)) return undefined;
     if (this.pendingByName.get(this.key(parentId, name)) !== p) return undefined;
     throw new FuseError(E.ENOENT); // still being written by someone else: not there yet
@@ -306,11 +296,11 @@ export class EggsFs implements FuseFilesystem {
     try {
       await p.chain;
       if (p.unlinked || p.failure) {
-        await p.writer.abort();
+        await p.writer?.abort();
         if (p.failure && !p.unlinked) log.warn(`${p.name}: not linked, a write failed: ${p.failure.message}`);
         return;
       }
-      const id = await p.writer.close();
+      const id = await p.writer!.close();
       const n = p.node;
       n.id = id;
       n.size = p.written;
@@ -334,7 +324,7 @@ export class EggsFs implements FuseFilesystem {
   private async padTo(p: Pending, offset: number): Promise<void> {
     while (p.written < offset) {
       const n = Math.min(ZERO_STEP_BYTES, offset - p.written);
-      await p.writer.write(ZEROS.subarray(0, n));
+      await p.writer!.write(ZEROS.subarray(0, n));
       p.written += n;
     }
   }
@@ -465,7 +455,7 @@ export class EggsFs implements FuseFilesystem {
     if (n.kind === 'directory') throw new FuseError(E.EISDIR);
     const p = n.pending;
     if ((flags & O_ACCMODE) !== 0) {
-      if (p && n.id === 0n && !p.settled && tgidOf(ctx.pid) === p.creatorTgid && !(flags & O_TRUNC && p.written > 0)) {
+      if (p && n.id === 0n && !p.settled && this.tgids.of(ctx.pid) === p.creatorTgid && !(flags & O_TRUNC && p.written > 0)) {
         p.handles++;
         return this.addHandle({ kind: 'write', pending: p }, { directIo: true });
       }
@@ -489,7 +479,6 @@ export class EggsFs implements FuseFilesystem {
     const parentId = this.dirId(parent);
     const key = this.key(parentId, name);
     if (this.pendingByName.has(key)) throw new FuseError(E.EEXIST, `${name} is being written`);
-    const writer = this.client.createFile(parentId, name);
     const node: Node = { nodeid: this.nextSynthetic++, id: 0n, kind: 'file', nlookup: 0n, size: 0, mtimeNs: unixNowNs(), fetchedAtMs: monoMs() };
     let settledResolve!: () => void;
     const settledPromise = new Promise<void>((r) => (settledResolve = r));
@@ -497,8 +486,8 @@ export class EggsFs implements FuseFilesystem {
       node,
       parentId,
       name,
-      writer,
-      creatorTgid: tgidOf(ctx.pid),
+      writer: undefined,
+      creatorTgid: this.tgids.of(ctx.pid),
       written: 0,
       handles: 1,
       flushed: false,
@@ -507,6 +496,18 @@ export class EggsFs implements FuseFilesystem {
       settledResolve,
       settledPromise,
     };
+    // The writer sends CONSTRUCT_FILE at once; sending wakes the shard (50-90 µs of this thread
+    // here), so it goes out just after the reply: the caller's write or close comes later anyway.
+    p.chain = new Promise<void>((resolve) =>
+      setImmediate(() => {
+        try {
+          p.writer = this.client.createFile(parentId, name);
+        } catch (err) {
+          p.failure = err as Error;
+        }
+        resolve();
+      }),
+    );
     node.pending = p;
     this.nodes.set(node.nodeid, node);
     this.pendingByName.set(key, p);
@@ -529,7 +530,7 @@ export class EggsFs implements FuseFilesystem {
     await this.enqueue(p, async () => {
       if (offset < p.written) throw new FuseError(E.EROFS, `write at ${offset} but ${p.written} bytes are written: files are written once, in order`);
       await this.padTo(p, offset);
-      await p.writer.write(data);
+      await p.writer!.write(data);
       p.written += data.length;
       p.flushed = false;
       p.node.mtimeNs = unixNowNs();
@@ -547,62 +548,12 @@ export class EggsFs implements FuseFilesystem {
     // The kernel sends RELEASE (the last close) asynchronously, after close() has returned; so
     // when no descriptor for the file is left, link it now: close() then returns once the file
     // is complete and durable, and reports a failure to link.
-    if (!p.settled && p.handles === 1 && this.mountPrefix && !this.heldElsewhere(p, ctx.pid)) {
-      p.settled = this.settle(p);
-      await p.settled;
-      if (p.linkError) throw p.linkError;
-    }
-  }
-
-  /**
-   * Whether a descriptor for the pending file is still open in the closing process, the creating
-   * process or their children (a shell's `echo x > f` closes a duplicate before it writes). Read
-   * from /proc: a descriptor's link gives the path, its fdinfo the inode (our node id); neither
-   * goes through this filesystem.
-   */
-  private heldElsewhere(p: Pending, tid: number): boolean {
-    const prefix = this.mountPrefix!;
-    const todo = [tgidOf(tid), p.creatorTgid];
-    const suffix = `/${p.name}`;
-    const deletedSuffix = `${suffix} (deleted)`;
-    const nameCheckable = !p.name.includes('\uFFFD');
-    const seen = new Set<number>();
-    while (todo.length > 0 && seen.size < MAX_SCANNED_PROCESSES) {
-      const pid = todo.pop()!;
-      if (seen.has(pid)) continue;
-      seen.add(pid);
-      let fds: string[] = [];
-      try {
-        fds = readdirSync(`/proc/${pid}/fd`);
-      } catch {
-        /* gone or exiting */
-      }
-      for (const fd of fds) {
-        let link: string;
-        try {
-          link = readlinkSync(`/proc/${pid}/fd/${fd}`);
-        } catch {
-          continue;
-        }
-        if (!link.startsWith(prefix)) continue;
-        // The link names the file: skip reading fdinfo for other files (64 creates in flight
-        // otherwise read 64 fdinfos per close). A name that does not decode cleanly is checked.
-        if (nameCheckable && !link.endsWith(suffix) && !link.endsWith(deletedSuffix)) continue;
-        try {
-          const m = /^ino:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
-          if (m && BigInt(m[1]!) === p.node.nodeid) return true;
-        } catch {
-          continue;
-        }
-      }
-      try {
-        // Children forked by the main thread (a shell's, a fork()ing program's).
-        for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ')) if (c) todo.push(Number(c));
-      } catch {
-        /* gone */
-      }
-    }
-    return false;
+    if (p.settled || p.handles !== 1 || !this.heldScanner) return;
+    const held = await this.heldScanner.held({ pids: [this.tgids.of(ctx.pid), p.creatorTgid], name: p.name, nodeid: p.node.nodeid });
+    if (held || p.settled || p.handles !== 1) return; // still open, or settled by another close meanwhile
+    p.settled = this.settle(p);
+    await p.settled;
+    if (p.linkError) throw p.linkError;
   }
 
   async release(_ctx: Context, _nodeid: bigint, fh: bigint): Promise<void> {
