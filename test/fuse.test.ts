@@ -156,6 +156,49 @@ test('EggsFS through a real FUSE mount', { timeout: 600_000, skip: NO_FUSE }, as
     await unlink(m('spans'));
   });
 
+  await t.test('many files closed at once share a descriptor scan, and each is linked at its own last close', async () => {
+    // One process creates 16 files and closes them all at once; the odd ones are also the stdout
+    // of a child that outlives the close by a second, so they stay open. At its close, an even
+    // file is linked (in the cluster, not only in the mount); an odd one only once its child exits.
+    await mkdir(m('batch'));
+    const script = `
+      const { spawn } = require('child_process');
+      const fsp = require('fs/promises');
+      (async () => {
+        const dir = process.argv[1];
+        const fhs = await Promise.all(Array.from({ length: 16 }, (_, i) => fsp.open(dir + '/f' + i, 'wx')));
+        await Promise.all(fhs.map((fh, i) => fh.write('file ' + i + '\\n')));
+        const kids = fhs.filter((_, i) => i % 2 === 1).map((fh) => spawn('sleep', ['1.5'], { stdio: ['ignore', fh.fd, 'ignore'] }));
+        await new Promise((r) => setTimeout(r, 300));
+        await Promise.all(fhs.map((fh) => fh.close()));
+        process.stdout.write('closed\\n');
+        await Promise.all(kids.map((k) => new Promise((r) => k.on('exit', r))));
+      })();`;
+    const { EggsClient } = await import('../src/client/index.js');
+    const client = await EggsClient.connect({ shuckleUrl: cluster!.shuckleUrl });
+    try {
+      const listed = async () => {
+        const names: string[] = [];
+        for await (const e of client.readDir('/batch')) names.push(e.name);
+        return names.sort((a, b) => Number(a.slice(1)) - Number(b.slice(1)));
+      };
+      const child = spawn(process.execPath, ['-e', script, m('batch')], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      await new Promise<void>((resolve, reject) => {
+        child.stdout!.setEncoding('utf8').on('data', (d: string) => d.includes('closed') && resolve());
+        void exited.then((code) => reject(new Error(`writer exited ${code} before closing`)));
+      });
+      const even = Array.from({ length: 8 }, (_, i) => `f${2 * i}`);
+      assert.deepEqual(await listed(), even, 'at close: the files nobody else holds are linked, the others are not');
+      assert.equal(await exited, 0);
+      assert.deepEqual(await listed(), Array.from({ length: 16 }, (_, i) => `f${i}`));
+      for (let i = 0; i < 16; i++) assert.equal(await readFile(m(`batch/f${i}`), 'utf8'), `file ${i}\n`);
+    } finally {
+      await client.close();
+    }
+    await ok(`rm -r ${mnt}/batch`);
+  });
+
   await t.test('immutable files: rewriting, truncating, appending and writing out of order fail with EROFS', async () => {
     await writeFile(m('imm'), 'fixed');
     const append = await sh(`echo more >> ${mnt}/imm`);

@@ -549,7 +549,8 @@ export class EggsFs implements FuseFilesystem {
     // when no descriptor for the file is left, link it now: close() then returns once the file
     // is complete and durable, and reports a failure to link.
     if (p.settled || p.handles !== 1 || !this.heldScanner) return;
-    const held = await this.heldScanner.held({ pids: [this.tgids.of(ctx.pid), p.creatorTgid], name: p.name, nodeid: p.node.nodeid });
+    const query = { pids: [this.tgids.of(ctx.pid), p.creatorTgid], name: p.name, nodeid: p.node.nodeid };
+    const held = await this.heldScanner.held(query, this.pendingByName.size > 1);
     if (held || p.settled || p.handles !== 1) return; // still open, or settled by another close meanwhile
     p.settled = this.settle(p);
     await p.settled;

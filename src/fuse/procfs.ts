@@ -4,20 +4,25 @@
 // reading /proc/<tid>/status costs 12-15 µs, and a descriptor scan costs one readdir plus one
 // readlink per descriptor (a Node process has about 20; a process creating 64 files at once, 84).
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 /**
  * How long a thread → process pair is trusted without reading /proc again. A thread id is reused
- * only after the thread has died and the kernel has handed out every other id (pid_max, 32,768
- * here) since, which no machine does within a second; a reused id of another process's thread is
- * also caught by the task-list check in `of`.
+ * only after the thread has died and the kernel has handed out every other id since (pid_max:
+ * 32,768 here, 4M on most distributions), which no machine does within a second. (Checking
+ * /proc/<tgid>/task/<tid> on every hit cost 13 µs of a 1.4 ms create: not worth it.)
  */
 export const TGID_CACHE_MS = 1_000;
 export const MAX_CACHED_TGIDS = 4_096;
 /** Processes looked at for one close (the closing and creating processes and their children). */
 export const MAX_SCANNED_PROCESSES = 64;
-/** Closes whose scans are served by one pass over /proc (all that arrived in one event-loop turn). */
+/** Closes whose scans are served by one pass over /proc. */
 export const MAX_SCAN_BATCH = 256;
+/**
+ * While other files are being written, a close's scan waits this long for more closes to share
+ * it (with 64 files created at once, each scan reads 84 descriptors). A lone close scans at once.
+ */
+export const SCAN_BATCH_WINDOW_MS = 2;
 
 /** The thread-group (process) id of a thread id, read from /proc/<tid>/status. */
 export function readTgid(tid: number): number {
@@ -35,8 +40,7 @@ export class TgidCache {
   of(tid: number): number {
     const now = performance.now();
     const c = this.byTid.get(tid);
-    // A thread other than the main one sits in its process's task list as long as it lives.
-    if (c && now - c.atMs < TGID_CACHE_MS && (c.tgid === tid || existsSync(`/proc/${c.tgid}/task/${tid}`))) return c.tgid;
+    if (c && now - c.atMs < TGID_CACHE_MS) return c.tgid;
     const tgid = readTgid(tid);
     this.byTid.delete(tid); // re-inserted last: the oldest entries go first
     this.byTid.set(tid, { tgid, atMs: now });
@@ -75,18 +79,23 @@ export class HeldScanner {
     assert(mountPrefix.endsWith('/'), 'mount prefix ends with a slash');
   }
 
-  held(q: HeldQuery): Promise<boolean> {
+  /** `concurrent`: other files are being written, so more closes are likely to follow soon. */
+  held(q: HeldQuery, concurrent: boolean): Promise<boolean> {
     return new Promise((resolve) => {
       this.queue.push({ q, resolve });
-      if (this.queue.length >= MAX_SCAN_BATCH) this.run();
-      else if (!this.scheduled) {
+      if (this.queue.length >= MAX_SCAN_BATCH) {
+        this.scheduled = true; // a timer still set finds nothing to do, or runs the next batch early
+        this.run();
+      } else if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => this.run());
+        if (concurrent) setTimeout(() => this.run(), SCAN_BATCH_WINDOW_MS);
+        else setImmediate(() => this.run());
       }
     });
   }
 
   private run(): void {
+    if (!this.scheduled) return; // already run: the batch filled up
     this.scheduled = false;
     const batch = this.queue;
     this.queue = [];
