@@ -80,11 +80,16 @@ function raw(port: number, bytes: Buffer, opts: { end?: boolean; timeoutMs?: num
   });
 }
 
+/** Files in the block sub-directories, and spares holding bytes (empty spares come and go). */
 function storedFiles(dir: string): string[] {
   const out: string[] = [];
   for (const sub of fs.readdirSync(dir)) {
     const p = path.join(dir, sub);
-    if (fs.statSync(p).isDirectory()) for (const f of fs.readdirSync(p)) out.push(`${sub}/${f}`);
+    if (!fs.statSync(p).isDirectory()) continue;
+    for (const f of fs.readdirSync(p)) {
+      if (sub === '.spares' && !fs.statSync(path.join(p, f), { throwIfNoEntry: false })?.size) continue;
+      out.push(`${sub}/${f}`);
+    }
   }
   return out.sort();
 }
@@ -393,7 +398,7 @@ describe('block service durability and process', () => {
     }
   });
 
-  test('kill -9 in the middle of a write leaves no block and no temp file; the write then succeeds', async () => {
+  test('kill -9 in the middle of a write leaves no block and no partial spare; the write then succeeds', async () => {
     const tmp = tempDir('blocks-crash');
     const dir = path.join(tmp.path, 'd');
     let bs = await startBlocks(dir);
@@ -407,13 +412,17 @@ describe('block service durability and process', () => {
       s.write(writeHeader(bs.key, id, data));
       await new Promise<void>((r) => s.write(data.subarray(0, 12 << 20), () => r()));
       await new Promise((r) => setTimeout(r, 200));
-      // The half-written block is on disk under its temp name now.
+      // The half-written block is on disk in a spare file now, not under its name.
       const sub = path.dirname(path.join(dir, blockRelativePath(id)));
-      assert.ok(fs.readdirSync(sub).some((n) => n.startsWith('.tmp-')), 'temp file while writing');
+      const spares = path.join(dir, '.spares');
+      const nonEmptySpares = () => fs.readdirSync(spares).filter((n) => fs.statSync(path.join(spares, n)).size > 0);
+      assert.equal(nonEmptySpares().length, 1, 'a spare holds the block while it is written');
+      assert.deepEqual(fs.readdirSync(sub), []);
       await bs.svc.kill('SIGKILL');
       s.destroy();
       bs = await startBlocks(dir, bs.port);
-      assert.deepEqual(fs.readdirSync(sub), [], 'temp file removed at start');
+      assert.deepEqual(nonEmptySpares(), [], 'partial spare removed at start');
+      assert.deepEqual(fs.readdirSync(sub), []);
       await assert.rejects(client.fetch(bs.addr, id), BlockServiceError);
       await client.write(bs.addr, id, crc32c(data), data, blockWriteCertificate(bs.key, id, crcToBytes(crc32c(data)), data.length));
       assert.deepEqual(await client.fetch(bs.addr, id), data);

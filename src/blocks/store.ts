@@ -2,30 +2,42 @@
 // per block at XX/<hex of the id's LE bytes>, raw bytes only, as the original lays it out.
 //
 // Additions, invisible to the original layout:
-//  - Writes go to XX/.tmp-<name>-<rand>, are fsynced, then renamed into place and the directory is
-//    fsynced, so a crash never leaves a short block under the real name.
-//  - block-crcs.log records (id, size, crc) for every stored block (16-byte records, fsynced with
-//    group commit before the rename), so that fetch can re-check a block against the CRC it was
-//    written with. A block file without a record (placed by the original service) is served
-//    unchecked. Erase appends a tombstone.
+//  - block-records.log (record-log.ts) records (id, size, crc) for every stored block, so that
+//    fetch can re-check a block against the CRC it was written with. A block file without a
+//    record (placed by the original service) is served unchecked. Erase appends a tombstone.
+//  - .spares/ holds empty files created ahead of need, their names made durable in batches
+//    (spares.ts). A write fills a spare (O_DSYNC, or fdatasync for a large block) while its record
+//    "block X, size, crc, is in spare S" is appended (O_DSYNC), both at once: once both are
+//    durable the block is, so the spare is renamed to XX/<name> and the proof sent without
+//    waiting for a directory fsync (the renames' directories are fsynced lazily, in batches).
+//    One disk trip per write instead of three in series (data, record, directory).
+//  - Recovery at open: a record whose spare still exists and matches its size and CRC was
+//    possibly acknowledged and its rename lost: the rename is redone. A spare that does not match
+//    was never acknowledged (its record is dropped unless the block file exists); other spares
+//    are reused when empty and removed otherwise.
 import fs from 'node:fs';
 import fsp, { type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { blockRelativePath } from '../proto/blockwire.js';
 import { KEY_BYTES, newSecretKey } from '../proto/crypto.js';
 import { crc32c } from '../proto/crc32c.js';
 import { flockExclusive } from './lock.js';
+import { DirSyncer, fsyncDir } from './dir-sync.js';
+import { encodeCompacted, OLD_CRC_LOG_FILE, parseOldCrcLog, parseRecordLog, RECORD_BYTES, RECORD_LOG_FILE, RECORD_LOG_OPEN_FLAGS, RecordLog, TOMBSTONE_SIZE, type LogRecord } from './record-log.js';
+import { parseSpareName, SparePool, SPARES_DIR, type Spare } from './spares.js';
 import type { Logger } from '../util/log.js';
 
 export const SECRET_KEY_FILE = 'secret.key';
-export const CRC_LOG_FILE = 'block-crcs.log';
-const CRC_RECORD_BYTES = 16;
-const TOMBSTONE_SIZE = 0xffffffff;
+export { RECORD_LOG_FILE, OLD_CRC_LOG_FILE, SPARES_DIR };
+/** Temp files of the previous version's write path (XX/.tmp-*), removed at startup. */
 const TMP_PREFIX = '.tmp-';
-/** Rewrite the CRC log at startup when it holds this many more records than live blocks. */
+/** Rewrite the record log at startup when it holds this many more records than live blocks. */
 const CRC_LOG_COMPACT_SLACK = 4096;
+/** Renamed blocks' directories are fsynced this long after the first rename of a batch. */
+const LAZY_DIR_SYNC_MS = 500;
+/** Reads of a spare checked at recovery, in pieces of this size. */
+const RECOVERY_READ_BYTES = 1 << 20;
 
 export interface BlockInfo {
   sizeBytes: number;
@@ -36,116 +48,64 @@ export class StoreError extends Error {
   override readonly name = 'StoreError';
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, 'r');
+const writevAt = promisify(fs.writev);
+const fdatasync = promisify(fs.fdatasync);
+const closeFd = promisify(fs.close);
+
+/** Directory handles kept open per store (the 256 shard sub-directories, the root, .spares). */
+const MAX_OPEN_DIR_HANDLES = 258;
+
+async function readIfExists(p: string): Promise<Buffer | null> {
   try {
-    await fh.sync();
+    return await fsp.readFile(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+async function statIfExists(p: string): Promise<fs.Stats | null> {
+  try {
+    return await fsp.stat(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+/** Size and CRC of a whole file. */
+async function fileCrc(p: string): Promise<BlockInfo> {
+  const fh = await fsp.open(p, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(RECOVERY_READ_BYTES);
+    let crc = 0;
+    let size = 0;
+    for (;;) {
+      const r = await fh.read(buf, 0, buf.length, size);
+      if (r.bytesRead === 0) return { sizeBytes: size, crc };
+      crc = crc32c(buf.subarray(0, r.bytesRead), crc);
+      size += r.bytesRead;
+    }
   } finally {
     await fh.close();
   }
 }
 
-/**
- * Group commit for directory fsyncs: callers arriving while a sync runs share the next one, so
- * concurrent writers into one directory pay for about one fsync each round instead of one each.
- */
-class DirSyncer {
-  private running: Promise<void> | null = null;
-  private queued: Promise<void> | null = null;
-  /** Kept open so a sync costs one call, not open + fsync + close. */
-  private handle: FileHandle | null = null;
-  constructor(
-    private readonly dir: string,
-    private readonly keepOpen: boolean,
-  ) {}
-
-  private async syncOnce(): Promise<void> {
-    if (!this.keepOpen) return fsyncDir(this.dir);
-    this.handle ??= await fsp.open(this.dir, 'r');
-    await this.handle.sync();
+/** Writes `data` as `target` atomically and durably (temp file, fsync, rename, directory fsync). */
+async function replaceFile(dir: string, target: string, data: Buffer): Promise<void> {
+  const tmp = target + '.compact';
+  const fh = await fsp.open(tmp, 'w');
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
-
-  sync(): Promise<void> {
-    if (!this.running) {
-      this.running = this.syncOnce().finally(() => (this.running = null));
-      return this.running;
-    }
-    // A sync is in progress and may have started before our rename: wait for the next one.
-    if (!this.queued) {
-      const after = this.running.catch(() => {});
-      this.queued = after.then(() => {
-        this.queued = null;
-        return this.sync();
-      });
-    }
-    return this.queued;
-  }
-
-  async close(): Promise<void> {
-    if (this.running) await this.running.catch(() => {});
-    await this.handle?.close().catch(() => {});
-    this.handle = null;
-  }
+  await fsp.rename(tmp, target);
+  await fsyncDir(dir);
 }
 
-const writevAt = promisify(fs.writev);
-const fdatasync = promisify(fs.fdatasync);
-const closeFd = promisify(fs.close);
-
-/** Directory handles kept open per store (the 256 shard sub-directories and the root). */
-const MAX_OPEN_DIR_HANDLES = 257;
-
-/** Append-only (id, size, crc) log with group commit: concurrent appends share one fdatasync. */
-class CrcLog {
-  private pending: { rec: Buffer; resolve: () => void; reject: (e: Error) => void }[] = [];
-  private flushing = false;
-  constructor(private readonly fh: FileHandle) {}
-
-  append(blockId: bigint, info: BlockInfo | null): Promise<void> {
-    const rec = Buffer.allocUnsafe(CRC_RECORD_BYTES);
-    rec.writeBigUInt64LE(blockId, 0);
-    rec.writeUInt32LE(info ? info.sizeBytes : TOMBSTONE_SIZE, 8);
-    rec.writeUInt32LE(info ? info.crc >>> 0 : 0, 12);
-    return new Promise((resolve, reject) => {
-      this.pending.push({ rec, resolve, reject });
-      if (!this.flushing) void this.flush();
-    });
-  }
-
-  private async flush(): Promise<void> {
-    this.flushing = true;
-    while (this.pending.length > 0) {
-      const batch = this.pending;
-      this.pending = [];
-      try {
-        // O_APPEND|O_DSYNC: appended at the end and durable when the call returns (one trip).
-        await this.fh.writev(batch.map((b) => b.rec));
-        for (const b of batch) b.resolve();
-      } catch (err) {
-        for (const b of batch) b.reject(err as Error);
-      }
-    }
-    this.flushing = false;
-  }
-
-  close(): Promise<void> {
-    return this.fh.close();
-  }
-}
-
-function parseCrcLog(buf: Buffer, into: Map<bigint, BlockInfo>): number {
-  const records = Math.floor(buf.length / CRC_RECORD_BYTES);
-  for (let i = 0; i < records; i++) {
-    const o = i * CRC_RECORD_BYTES;
-    const id = buf.readBigUInt64LE(o);
-    const size = buf.readUInt32LE(o + 8);
-    if (size === TOMBSTONE_SIZE) into.delete(id);
-    else into.set(id, { sizeBytes: size, crc: buf.readUInt32LE(o + 12) });
-  }
-  return records;
-}
-
-/** A block being received: bytes go to a temp file, which becomes the block on commit. */
+/** A block being received: bytes go to a spare file, which becomes the block on commit. */
 export class PendingBlock {
   /** Size of the block this one replaces, when the caller knows (null: none). */
   replacesSizeBytes: number | null | undefined = undefined;
@@ -156,13 +116,17 @@ export class PendingBlock {
   constructor(
     private readonly store: BlockStore,
     readonly blockId: bigint,
-    readonly tmpPath: string,
+    readonly spare: Spare,
     readonly finalPath: string,
     /** A raw descriptor, not a FileHandle: opened synchronously (see beginWrite). */
     private readonly fd: number,
     /** Opened with O_DSYNC: every append is durable when it returns. */
     readonly dsync: boolean,
   ) {}
+
+  get sparePath(): string {
+    return this.spare.path;
+  }
 
   async append(chunks: Buffer[]): Promise<void> {
     let n = 0;
@@ -171,7 +135,7 @@ export class PendingBlock {
     let written = 0;
     while (written < n) {
       const r = await writevAt(this.fd, written === 0 ? chunks : sliceChunks(chunks, written), this.position + written);
-      if (r.bytesWritten <= 0) throw new StoreError(`${this.tmpPath}: write made no progress`);
+      if (r.bytesWritten <= 0) throw new StoreError(`${this.sparePath}: write made no progress`);
       written += r.bytesWritten;
     }
     this.position += n;
@@ -206,28 +170,28 @@ export class PendingBlock {
   }
 
   /**
-   * Writes the last bytes, makes the data and its CRC record durable (in parallel), renames into
-   * place and fsyncs the directory. With O_DSYNC (a block written in one batch) the write itself
-   * is the data sync: one disk round trip instead of a write, then an fsync.
+   * Writes the last bytes and makes them, the record naming the spare and the spare's name
+   * durable, all at once (one disk trip each, in parallel); then renames the spare into place.
+   * With O_DSYNC (a block written in one batch) the write itself is the data sync.
    */
   async commit(info: BlockInfo, last: Buffer[]): Promise<void> {
     let lastBytes = 0;
     for (const c of last) lastBytes += c.length;
-    if (info.sizeBytes !== this.position + lastBytes) throw new StoreError(`${this.tmpPath}: committing ${info.sizeBytes} bytes but wrote ${this.position + lastBytes}`);
+    if (info.sizeBytes !== this.position + lastBytes) throw new StoreError(`${this.sparePath}: committing ${info.sizeBytes} bytes but wrote ${this.position + lastBytes}`);
     await this.settleWriteback();
     const data = async () => {
       if (lastBytes > 0) await this.append(last);
       if (!this.dsync) await fdatasync(this.fd);
     };
-    // Both durable before the rename; a record without its block (crash before the rename) is
-    // harmless: fetch finds no file, and a retried write stores the block afresh.
-    const results = await Promise.allSettled([data(), this.store.record(this.blockId, info)]);
+    // A record whose spare never got its bytes (crash, or a failure here) is harmless: recovery
+    // finds the spare short or wrong and drops the record; a retried write stores the block afresh.
+    const results = await Promise.allSettled([data(), this.store.record(this.blockId, info, this.spare.id), this.spare.durable]);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
-    // The rename works on the path: close in parallel with it and the directory sync.
+    // The rename works on the path: close in parallel with it.
     const closed = closeFd(this.fd);
     this.closed = true;
     try {
-      await this.store.publish(this, info);
+      this.store.publish(this, info);
     } finally {
       await closed;
     }
@@ -236,7 +200,8 @@ export class PendingBlock {
   async abort(): Promise<void> {
     await this.settleWriteback();
     if (!this.closed) await closeFd(this.fd).catch(() => {});
-    await fsp.unlink(this.tmpPath).catch(() => {});
+    this.closed = true;
+    await fsp.unlink(this.sparePath).catch(() => {});
   }
 }
 
@@ -261,18 +226,29 @@ export class BlockStore {
   /** Serialises operations on the same block id (a retried write racing its original, erase). */
   private readonly busy = new Map<bigint, Promise<unknown>>();
   private readonly dirSyncers = new Map<string, DirSyncer>();
+  private readonly spares: SparePool;
+  /** Directories holding renames not yet known durable (fsynced by syncDirtyDirs). */
+  private readonly dirtyDirs = new Set<string>();
+  private lazySyncTimer: NodeJS.Timeout | null = null;
+  private lazySyncRunning: Promise<void> | null = null;
+  private closing = false;
 
   private constructor(
     readonly dir: string,
     readonly secretKey: Buffer,
     private readonly keyFd: number,
-    private readonly crcLog: CrcLog,
-  ) {}
+    private readonly recordLog: RecordLog,
+    private readonly log: Logger,
+  ) {
+    const sparesDir = path.join(dir, SPARES_DIR);
+    this.spares = new SparePool(sparesDir, () => this.dirSyncer(sparesDir).sync(), log);
+  }
 
   static async open(dir: string, log: Logger): Promise<BlockStore> {
     await fsp.mkdir(dir, { recursive: true });
     const keyPath = path.join(dir, SECRET_KEY_FILE);
     const keyFd = fs.openSync(keyPath, 'a+');
+    let recordLog: RecordLog | null = null;
     try {
       flockExclusive(keyFd, keyPath);
       let key: Buffer = Buffer.alloc(0);
@@ -289,49 +265,120 @@ export class BlockStore {
         key = Buffer.alloc(KEY_BYTES);
         fs.readSync(keyFd, key, 0, KEY_BYTES, 0);
       }
-      const crcPath = path.join(dir, CRC_LOG_FILE);
-      const crcs = new Map<bigint, BlockInfo>();
+      const live = new Map<bigint, LogRecord>();
+      const logPath = path.join(dir, RECORD_LOG_FILE);
+      const oldPath = path.join(dir, OLD_CRC_LOG_FILE);
       let records = 0;
-      try {
-        const buf = await fsp.readFile(crcPath);
-        records = parseCrcLog(buf, crcs);
-        if (buf.length % CRC_RECORD_BYTES !== 0) {
-          log.warn(`${crcPath}: dropping a torn trailing record (${buf.length % CRC_RECORD_BYTES} bytes)`);
-          await fsp.truncate(crcPath, records * CRC_RECORD_BYTES);
+      let migrating = false;
+      const buf = await readIfExists(logPath);
+      if (buf) {
+        const parsed = parseRecordLog(buf, live);
+        records = parsed.records;
+        if (parsed.bad > 0) log.warn(`${logPath}: skipped ${parsed.bad} damaged records`);
+        if (parsed.tornBytes > 0) {
+          log.warn(`${logPath}: dropping a torn trailing record (${parsed.tornBytes} bytes)`);
+          await fsp.truncate(logPath, records * RECORD_BYTES);
         }
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
-      if (records > crcs.size + CRC_LOG_COMPACT_SLACK) {
-        const tmp = crcPath + '.compact';
-        const out = Buffer.allocUnsafe(crcs.size * CRC_RECORD_BYTES);
-        let o = 0;
-        for (const [id, info] of crcs) {
-          out.writeBigUInt64LE(id, o);
-          out.writeUInt32LE(info.sizeBytes, o + 8);
-          out.writeUInt32LE(info.crc, o + 12);
-          o += CRC_RECORD_BYTES;
+        // A migration finished (the new log is renamed in whole) before the old log was removed.
+        if (await statIfExists(oldPath)) {
+          await fsp.unlink(oldPath);
+          await fsyncDir(dir);
         }
-        const fh = await fsp.open(tmp, 'w');
-        await fh.writeFile(out);
-        await fh.sync();
-        await fh.close();
-        await fsp.rename(tmp, crcPath);
-        await fsyncDir(dir);
-        log.info(`${crcPath}: compacted ${records} records to ${crcs.size}`);
+      } else {
+        const old = await readIfExists(oldPath);
+        if (old) {
+          records = parseOldCrcLog(old, live);
+          migrating = true;
+        }
       }
-      const crcFh = await fsp.open(crcPath, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_DSYNC, 0o666);
-      const store = new BlockStore(dir, key, keyFd, new CrcLog(crcFh));
-      for (const [id, info] of crcs) store.crcs.set(id, info);
+      const sparesDir = path.join(dir, SPARES_DIR);
+      const adopt = await BlockStore.recover(dir, sparesDir, live, log);
+      if (migrating || records > live.size + CRC_LOG_COMPACT_SLACK) {
+        // Every live record's name is durable now (recover), so spares can be cleared.
+        await replaceFile(dir, logPath, encodeCompacted(live.values(), live.size));
+        if (migrating) {
+          await fsp.unlink(oldPath);
+          await fsyncDir(dir);
+          log.info(`${dir}: moved ${live.size} records from ${OLD_CRC_LOG_FILE} to ${RECORD_LOG_FILE}`);
+        } else log.info(`${logPath}: compacted ${records} records to ${live.size}`);
+      }
+      recordLog = new RecordLog(await fsp.open(logPath, RECORD_LOG_OPEN_FLAGS, 0o666));
+      const store = new BlockStore(dir, key, keyFd, recordLog, log);
+      for (const [id, r] of live) store.crcs.set(id, { sizeBytes: r.sizeBytes, crc: r.crc });
       await store.scan(log);
+      store.spares.adopt(adopt);
+      await store.spares.fill();
       return store;
     } catch (err) {
+      await recordLog?.close().catch(() => {});
       fs.closeSync(keyFd);
       throw err;
     }
   }
 
-  /** Counts stored blocks and removes temp files left by a crash mid-write. */
+  /**
+   * Finishes what a crash interrupted, before anything is served: every live record naming a
+   * spare ends with its block under the real name (the rename redone from a matching spare) or
+   * is dropped (never acknowledged: no matching spare and no block file). Makes all of it
+   * durable. Returns the empty spares left, to be reused.
+   */
+  private static async recover(dir: string, sparesDir: string, live: Map<bigint, LogRecord>, log: Logger): Promise<bigint[]> {
+    await fsp.mkdir(sparesDir, { recursive: true });
+    const spareFiles = new Set<bigint>();
+    for (const name of await fsp.readdir(sparesDir)) {
+      const id = parseSpareName(name);
+      if (id !== null) spareFiles.add(id);
+    }
+    const sparePath = (id: bigint) => path.join(sparesDir, id.toString(16).padStart(16, '0'));
+    // Directories whose entries a previous process may have changed without fsyncing them.
+    const toSync = new Set<string>([dir, sparesDir]);
+    let redone = 0;
+    let dropped = 0;
+    for (const r of [...live.values()]) {
+      if (r.spare === 0n) continue;
+      const finalPath = path.join(dir, blockRelativePath(r.blockId));
+      toSync.add(path.dirname(finalPath));
+      if (spareFiles.delete(r.spare)) {
+        const sp = sparePath(r.spare);
+        const [spSt, realSt] = await Promise.all([fsp.stat(sp), statIfExists(finalPath)]);
+        if (realSt && realSt.ino === spSt.ino && realSt.dev === spSt.dev) {
+          await fsp.unlink(sp); // both names of one file: the rename half done
+          continue;
+        }
+        const got = spSt.size === r.sizeBytes ? await fileCrc(sp) : null;
+        if (got && got.sizeBytes === r.sizeBytes && got.crc === r.crc) {
+          await fsp.mkdir(path.dirname(finalPath), { recursive: true });
+          await fsp.rename(sp, finalPath);
+          redone++;
+          continue;
+        }
+        await fsp.unlink(sp); // never acknowledged: its bytes did not all reach the disk
+      }
+      // Without a spare the block file is the truth: there (settled), or never acknowledged.
+      if (!(await statIfExists(finalPath))) {
+        live.delete(r.blockId);
+        dropped++;
+      }
+    }
+    const adopt: bigint[] = [];
+    let removed = 0;
+    for (const id of spareFiles) {
+      const sp = sparePath(id);
+      const st = await statIfExists(sp);
+      if (st && st.isFile() && st.size === 0) adopt.push(id);
+      else if (st) {
+        await fsp.rm(sp, { force: true, recursive: true });
+        removed++;
+      }
+    }
+    for (const d of toSync) await fsyncDir(d);
+    if (redone + dropped + removed > 0) {
+      log.warn(`${dir}: recovered after a crash: ${redone} block renames redone, ${dropped} unacknowledged writes dropped, ${removed} partial spares removed`);
+    }
+    return adopt;
+  }
+
+  /** Counts stored blocks and removes temp files left by a crash of the previous version. */
   private async scan(log: Logger): Promise<void> {
     let tmpRemoved = 0;
     for (let i = 0; i < 256; i++) {
@@ -460,21 +507,26 @@ export class BlockStore {
 
   /** `dsync`: the block will be written in one append, which should be durable on return. */
   async beginWrite(blockId: bigint, dsync: boolean): Promise<PendingBlock> {
+    if (this.closing) throw new StoreError(`${this.dir}: store is closing`);
     const rel = blockRelativePath(blockId);
-    const sub = rel.slice(0, 2);
-    await this.ensureSubdir(sub);
-    const finalPath = path.join(this.dir, rel);
-    const tmpPath = path.join(this.dir, sub, `${TMP_PREFIX}${rel.slice(3)}-${randomBytes(4).toString('hex')}`);
-    const flags = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | (dsync ? fs.constants.O_DSYNC : 0);
-    // Synchronous: creating a file in a cached directory takes tens of microseconds, less than the
+    await this.ensureSubdir(rel.slice(0, 2));
+    const spare = this.spares.take();
+    const flags = fs.constants.O_WRONLY | (dsync ? fs.constants.O_DSYNC : 0);
+    // Synchronous: opening a file in a cached directory takes microseconds, less than the
     // wake-ups of a trip through the thread pool (milliseconds each when the machine is busy).
-    const fd = fs.openSync(tmpPath, flags, 0o666);
-    return new PendingBlock(this, blockId, tmpPath, finalPath, fd, dsync);
+    let fd: number;
+    try {
+      fd = fs.openSync(spare.path, flags);
+    } catch (err) {
+      await fsp.unlink(spare.path).catch(() => {});
+      throw err;
+    }
+    return new PendingBlock(this, blockId, spare, path.join(this.dir, rel), fd, dsync);
   }
 
   /** Called by PendingBlock.commit before publish, so that every visible block has a record. */
-  record(blockId: bigint, info: BlockInfo): Promise<void> {
-    return this.crcLog.append(blockId, info);
+  record(blockId: bigint, info: BlockInfo, spare: bigint): Promise<void> {
+    return this.recordLog.append({ blockId, sizeBytes: info.sizeBytes, crc: info.crc, spare });
   }
 
   private dirSyncer(dir: string): DirSyncer {
@@ -483,18 +535,52 @@ export class BlockStore {
     return s;
   }
 
-  /** Renames the synced temp file into place and makes the rename durable. */
-  async publish(p: PendingBlock, info: BlockInfo): Promise<void> {
+  /**
+   * Renames the durable spare into place. The rename need not be durable before the proof goes
+   * out: recovery redoes it from the record and the spare. Its directories are fsynced lazily.
+   */
+  publish(p: PendingBlock, info: BlockInfo): void {
     // Writers hold the block's exclusive() slot, so the caller's check that no block existed
     // still holds; a block that appeared anyway (placed by hand) is accounted for here.
-    const previous = p.replacesSizeBytes === undefined ? await this.fileSize(p.blockId) : p.replacesSizeBytes;
+    const previous = p.replacesSizeBytes === undefined ? this.fileSizeSync(p.blockId) : p.replacesSizeBytes;
     // Synchronous: a metadata call of microseconds that would otherwise cost a trip through the
     // thread pool (milliseconds when the machine is busy).
-    fs.renameSync(p.tmpPath, p.finalPath);
-    await this.dirSyncer(path.dirname(p.finalPath)).sync();
+    fs.renameSync(p.sparePath, p.finalPath);
     this.crcs.set(p.blockId, info);
     if (previous === null) this.usedBlocksCount++;
     this.usedBytesCount += info.sizeBytes - (previous ?? 0);
+    this.markDirty(path.dirname(p.finalPath));
+    this.markDirty(this.spares.dir);
+  }
+
+  private markDirty(dir: string): void {
+    this.dirtyDirs.add(dir);
+    if (this.lazySyncTimer || this.closing) return;
+    this.lazySyncTimer = setTimeout(() => {
+      this.lazySyncTimer = null;
+      void this.syncDirtyDirs();
+    }, LAZY_DIR_SYNC_MS);
+    this.lazySyncTimer.unref();
+  }
+
+  /** Fsyncs the directories of recent renames, one at a time (the thread pool stays free for writes). */
+  private syncDirtyDirs(): Promise<void> {
+    const run = async (): Promise<void> => {
+      if (this.lazySyncRunning) await this.lazySyncRunning;
+      const dirs = [...this.dirtyDirs];
+      this.dirtyDirs.clear();
+      for (const d of dirs) {
+        // A failure loses nothing: recovery redoes renames from the record log and the spares.
+        await this.dirSyncer(d)
+          .sync()
+          .catch((err: Error) => this.log.warn(`${d}: directory fsync failed: ${err.message}`));
+      }
+    };
+    const p = run().finally(() => {
+      if (this.lazySyncRunning === p) this.lazySyncRunning = null;
+    });
+    this.lazySyncRunning = p;
+    return p;
   }
 
   /** Removes a block; a missing block is fine (erase is idempotent). */
@@ -508,14 +594,19 @@ export class BlockStore {
       this.usedBytesCount -= size;
     }
     if (this.crcs.has(blockId)) {
-      await this.crcLog.append(blockId, null);
+      await this.recordLog.append({ blockId, sizeBytes: TOMBSTONE_SIZE, crc: 0, spare: 0n });
       this.crcs.delete(blockId);
     }
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    if (this.lazySyncTimer) clearTimeout(this.lazySyncTimer);
+    this.lazySyncTimer = null;
+    await this.spares.close();
+    await this.syncDirtyDirs();
     await Promise.all([...this.dirSyncers.values()].map((d) => d.close()));
-    await this.crcLog.close().catch(() => {});
+    await this.recordLog.close().catch(() => {});
     try {
       fs.closeSync(this.keyFd); // releases the flock
     } catch {

@@ -1,0 +1,158 @@
+// block-records.log: one 32-byte record per stored or erased block, appended with group commit.
+//
+//   0  block id   u64 LE
+//   8  size       u32 LE (0xffffffff: tombstone, the block was erased)
+//  12  crc32c     u32 LE of the block's bytes
+//  16  spare      u64 LE: the spare file (.spares/<16 hex>) the bytes were written into, which is
+//                 renamed to the block's name right after; 0 once the name is known durable
+//  24  magic      u32 LE
+//  28  crc32c     u32 LE of bytes 0..28, so a torn or zeroed record is recognised and skipped
+//
+// The previous version kept 16-byte (id, size, crc) records in block-crcs.log; BlockStore.open
+// migrates such a log into this one.
+import fs from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { crc32c } from '../proto/crc32c.js';
+
+export const RECORD_LOG_FILE = 'block-records.log';
+export const OLD_CRC_LOG_FILE = 'block-crcs.log';
+export const RECORD_BYTES = 32;
+const OLD_RECORD_BYTES = 16;
+export const TOMBSTONE_SIZE = 0xffffffff;
+const RECORD_MAGIC = 0x52534745; // "EGSR"
+/** Records written in one writev (one disk trip); more wait for the next round. */
+const MAX_RECORDS_PER_FLUSH = 1024;
+
+export interface LogRecord {
+  blockId: bigint;
+  /** TOMBSTONE_SIZE for an erase. */
+  sizeBytes: number;
+  crc: number;
+  /** 0n: no spare (settled, or a tombstone). */
+  spare: bigint;
+}
+
+export function encodeRecord(out: Buffer, o: number, r: LogRecord): void {
+  out.writeBigUInt64LE(r.blockId, o);
+  out.writeUInt32LE(r.sizeBytes >>> 0, o + 8);
+  out.writeUInt32LE(r.crc >>> 0, o + 12);
+  out.writeBigUInt64LE(r.spare, o + 16);
+  out.writeUInt32LE(RECORD_MAGIC, o + 24);
+  out.writeUInt32LE(crc32c(out.subarray(o, o + 28)) >>> 0, o + 28);
+}
+
+export interface ParsedLog {
+  /** Whole records read (valid or not). */
+  records: number;
+  /** Records failing their checksum, skipped. */
+  bad: number;
+  /** Bytes of a torn record at the end (to be truncated away). */
+  tornBytes: number;
+}
+
+/** Applies the log's records in order: the last record of an id wins, a tombstone removes it. */
+export function parseRecordLog(buf: Buffer, into: Map<bigint, LogRecord>): ParsedLog {
+  const records = Math.floor(buf.length / RECORD_BYTES);
+  let bad = 0;
+  for (let i = 0; i < records; i++) {
+    const o = i * RECORD_BYTES;
+    if (buf.readUInt32LE(o + 24) !== RECORD_MAGIC || buf.readUInt32LE(o + 28) !== crc32c(buf.subarray(o, o + 28)) >>> 0) {
+      bad++;
+      continue;
+    }
+    const r: LogRecord = { blockId: buf.readBigUInt64LE(o), sizeBytes: buf.readUInt32LE(o + 8), crc: buf.readUInt32LE(o + 12), spare: buf.readBigUInt64LE(o + 16) };
+    if (r.sizeBytes === TOMBSTONE_SIZE) into.delete(r.blockId);
+    else into.set(r.blockId, r);
+  }
+  return { records, bad, tornBytes: buf.length % RECORD_BYTES };
+}
+
+/** The previous version's block-crcs.log: 16-byte (id, size, crc) records, no spare. */
+export function parseOldCrcLog(buf: Buffer, into: Map<bigint, LogRecord>): number {
+  const records = Math.floor(buf.length / OLD_RECORD_BYTES);
+  for (let i = 0; i < records; i++) {
+    const o = i * OLD_RECORD_BYTES;
+    const blockId = buf.readBigUInt64LE(o);
+    const sizeBytes = buf.readUInt32LE(o + 8);
+    if (sizeBytes === TOMBSTONE_SIZE) into.delete(blockId);
+    else into.set(blockId, { blockId, sizeBytes, crc: buf.readUInt32LE(o + 12), spare: 0n });
+  }
+  return records;
+}
+
+/** The live records as a compacted log (spares cleared: the caller made every name durable). */
+export function encodeCompacted(live: Iterable<LogRecord>, count: number): Buffer {
+  const out = Buffer.allocUnsafe(count * RECORD_BYTES);
+  let o = 0;
+  for (const r of live) {
+    encodeRecord(out, o, { ...r, spare: 0n });
+    o += RECORD_BYTES;
+  }
+  if (o !== out.length) throw new Error(`record log: compacted ${o / RECORD_BYTES} records, expected ${count}`);
+  return out;
+}
+
+/**
+ * The open log, appended with O_APPEND|O_DSYNC and group commit: records arriving while a write
+ * is on its way share the next one, so concurrent block writes pay about one log trip each round.
+ */
+export class RecordLog {
+  private pending: { rec: Buffer; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private flushing = false;
+  private closed = false;
+  private failed: Error | null = null;
+  constructor(private readonly fh: FileHandle) {}
+
+  /** Durable when the promise resolves. */
+  append(r: LogRecord): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('record log is closed'));
+    if (this.failed) return Promise.reject(new Error(`record log unusable since an earlier failure: ${this.failed.message}`));
+    const rec = Buffer.allocUnsafe(RECORD_BYTES);
+    encodeRecord(rec, 0, r);
+    return new Promise((resolve, reject) => {
+      this.pending.push({ rec, resolve, reject });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    while (this.pending.length > 0) {
+      const batch = this.pending.length <= MAX_RECORDS_PER_FLUSH ? this.pending : this.pending.slice(0, MAX_RECORDS_PER_FLUSH);
+      this.pending = batch === this.pending ? [] : this.pending.slice(MAX_RECORDS_PER_FLUSH);
+      try {
+        // O_APPEND|O_DSYNC: appended at the end and durable when the call returns (one trip). A
+        // short write of a regular file only happens on an error such as ENOSPC, reported below.
+        const { bytesWritten } = await this.fh.writev(batch.map((b) => b.rec));
+        if (bytesWritten !== batch.length * RECORD_BYTES) throw new Error(`record log: short write (${bytesWritten} of ${batch.length * RECORD_BYTES} bytes)`);
+        for (const b of batch) b.resolve();
+      } catch (err) {
+        for (const b of batch) b.reject(err as Error);
+        await this.realign();
+      }
+    }
+    this.flushing = false;
+  }
+
+  /**
+   * After a failed append (ENOSPC, EIO) part of a record may have landed: cut the log back to a
+   * whole number of records so that later appends stay aligned. If even that fails the log
+   * refuses every further append (no proof is ever sent without a record).
+   */
+  private async realign(): Promise<void> {
+    try {
+      const { size } = await this.fh.stat();
+      if (size % RECORD_BYTES !== 0) await this.fh.truncate(size - (size % RECORD_BYTES));
+    } catch (err) {
+      this.failed = err as Error;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.flushing) await new Promise((r) => setImmediate(r));
+    await this.fh.close();
+  }
+}
+
+export const RECORD_LOG_OPEN_FLAGS = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_DSYNC;
