@@ -371,7 +371,14 @@ export class BlockStore {
         removed++;
       }
     }
-    for (const d of toSync) await fsyncDir(d);
+    for (const d of toSync) {
+      try {
+        await fsyncDir(d);
+      } catch (err) {
+        // The sub-directory of a dropped record may never have been made.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
     if (redone + dropped + removed > 0) {
       log.warn(`${dir}: recovered after a crash: ${redone} block renames redone, ${dropped} unacknowledged writes dropped, ${removed} partial spares removed`);
     }
