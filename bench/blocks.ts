@@ -12,7 +12,10 @@
 // Before each fetch phase the blocks' page cache is dropped too (dd oflag=nocache), so fetches
 // read the disk rather than memory.
 //
-//   node dist/bench/blocks.js [--dir BASE] [--total-mib 256] [--sizes 1,10,max] [--clients 1,8] [--reps 2]
+// Each figure is the median of `reps` alternating runs of ours and the disk's, with the range;
+// ratios are of medians.
+//
+//   node dist/bench/blocks.js [--dir BASE] [--total-mib 256] [--sizes 1,10,max] [--clients 1,8] [--reps 3]
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -40,7 +43,7 @@ const sizesMiB = arg('sizes', '1,10,max')
   .split(',')
   .map((x) => (x === 'max' ? MAX_BLOCK_BYTES / MiB : Number(x)));
 const clientCounts = arg('clients', '1,8').split(',').map(Number);
-const reps = Number(arg('reps', '2'));
+const reps = Number(arg('reps', '3'));
 
 function dropCache(file: string): void {
   spawnSync('dd', [`of=${file}`, 'oflag=nocache', 'conv=notrunc,fdatasync', 'count=0', 'status=none']);
@@ -77,6 +80,16 @@ function catFiles(files: string[], readers: number, totalBytes: number): number 
   return totalBytes / MiB / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
+function median(xs: number[]): number {
+  const a = [...xs].sort((x, y) => x - y);
+  return a.length % 2 ? a[a.length >> 1]! : (a[a.length / 2 - 1]! + a[a.length / 2]!) / 2;
+}
+
+/** "median [min-max]" of MiB/s figures. */
+function fig(xs: number[]): string {
+  return `${median(xs).toFixed(0)} [${Math.min(...xs).toFixed(0)}-${Math.max(...xs).toFixed(0)}]`;
+}
+
 async function pool<T>(items: T[], workers: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   await Promise.all(
@@ -102,8 +115,8 @@ async function main(): Promise<void> {
     const key = fs.readFileSync(path.join(storeDir, 'secret.key'));
     const addr = { ip: '127.0.0.1', port };
     const client = new BlockClient();
-    console.log(`block service benchmark: fresh directory ${dir} (${os.cpus().length} cores); ${totalMiB} MiB per case (at least one block per client), best of ${reps} alternating runs; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
-    console.log('size     clients  write MiB/s  dd dsync write  ratio  dd fdatasync   fetch MiB/s  dd cold read  ratio  dd direct read  ratio  cat blocks  ratio');
+    console.log(`block service benchmark: fresh directory ${dir} (${os.cpus().length} cores); ${totalMiB} MiB per case (at least one block per client), median [range] of ${reps} alternating runs; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+    console.log('size     clients  write MiB/s        dd dsync write     ratio  dd fdatasync       fetch MiB/s        dd cold read       ratio  dd direct read     ratio  cat blocks         ratio');
     let idSeq = 0n;
     for (const sizeMiB of sizesMiB) {
       const size = Math.min(MAX_BLOCK_BYTES, Math.round(sizeMiB * MiB));
@@ -112,15 +125,15 @@ async function main(): Promise<void> {
       const crc = crc32c(data);
       for (const clients of clientCounts) {
         const count = Math.max(clients, Math.ceil(totalMiB / sizeMiB));
-        // Best of `reps` alternating runs of ours and the disk's: the machine's load swings, so
-        // each baseline is measured right next to the figure it is compared with.
-        let w = 0;
-        let f = 0;
-        let bw = 0;
-        let br = 0;
-        let bd = 0;
-        let bs = 0;
-        let bc = 0;
+        // Alternating runs of ours and the disk's: the machine's load swings, so each baseline
+        // is measured right next to the figure it is compared with.
+        const w: number[] = [];
+        const f: number[] = [];
+        const bw: number[] = [];
+        const br: number[] = [];
+        const bd: number[] = [];
+        const bs: number[] = [];
+        const bc: number[] = [];
         for (let rep = 0; rep < reps; rep++) {
           // Distinct ids, spread over the shard sub-directories like real ones.
           const ids = Array.from({ length: count }, (_, i) => (((eggsNow() >> 8n) + (idSeq += 1n)) << 8n) | BigInt(i & 0xff));
@@ -138,19 +151,20 @@ async function main(): Promise<void> {
           });
           const fetchS = Number(process.hrtime.bigint() - t1) / 1e9;
           const files = ids.map((id) => path.join(storeDir, blockRelativePath(id)));
-          bc = Math.max(bc, catFiles(files, clients, count * size));
+          bc.push(catFiles(files, clients, count * size));
           const base = diskBaseline(dir, size, count);
-          w = Math.max(w, (count * size) / MiB / writeS);
-          f = Math.max(f, (count * size) / MiB / fetchS);
-          bw = Math.max(bw, base.writeMiBs);
-          br = Math.max(br, base.readMiBs);
-          bd = Math.max(bd, base.directReadMiBs);
-          bs = Math.max(bs, base.streamWriteMiBs);
+          w.push((count * size) / MiB / writeS);
+          f.push((count * size) / MiB / fetchS);
+          bw.push(base.writeMiBs);
+          br.push(base.readMiBs);
+          bd.push(base.directReadMiBs);
+          bs.push(base.streamWriteMiBs);
           // Remove this run's blocks so the directory stays small and fresh.
           for (const id of ids) fs.rmSync(path.join(storeDir, blockRelativePath(id)), { force: true });
         }
+        const ratio = (a: number[], b: number[]) => (median(a) / median(b)).toFixed(2).padStart(5);
         console.log(
-          `${sizeMiB.toFixed(sizeMiB % 1 ? 1 : 0).padStart(4)} MiB ${String(clients).padStart(7)}  ${w.toFixed(0).padStart(11)}  ${bw.toFixed(0).padStart(14)}  ${(w / bw).toFixed(2).padStart(5)}  ${bs.toFixed(0).padStart(12)}   ${f.toFixed(0).padStart(11)}  ${br.toFixed(0).padStart(12)}  ${(f / br).toFixed(2).padStart(5)}  ${bd.toFixed(0).padStart(14)}  ${(f / bd).toFixed(2).padStart(5)}  ${bc.toFixed(0).padStart(10)}  ${(f / bc).toFixed(2).padStart(5)}`,
+          `${sizeMiB.toFixed(sizeMiB % 1 ? 1 : 0).padStart(4)} MiB ${String(clients).padStart(7)}  ${fig(w).padEnd(17)}  ${fig(bw).padEnd(17)}  ${ratio(w, bw)}  ${fig(bs).padEnd(17)}  ${fig(f).padEnd(17)}  ${fig(br).padEnd(17)}  ${ratio(f, br)}  ${fig(bd).padEnd(17)}  ${ratio(f, bd)}  ${fig(bc).padEnd(17)}  ${ratio(f, bc)}`,
         );
       }
     }
