@@ -14,6 +14,8 @@ export interface CoreOptions {
   parity: number;
   storageClass: number;
   spanBytes: number;
+  /** A file's spans grow (doubling) from spanBytes up to this as it keeps growing; absent: spanBytes. */
+  maxSpanBytes?: number;
   blockTimeoutMs: number;
   /** Most spans read ahead of the consumer. */
   readAheadSpans: number;

@@ -1,8 +1,12 @@
 // Writing one file (metadata.md §7.1): CONSTRUCT_FILE, then per span ADD_SPAN_INITIATE → block
 // writes → ADD_SPAN_CERTIFY, then LINK_FILE at close. The shard only accepts a span once the
 // previous one is certified, so spans are strictly sequential on the wire; what overlaps is the
-// filling (and CRC) of the next span with the current span's block writes, and a span's D+P block
-// writes with each other. Memory is two span buffers whatever the file size.
+// filling (and CRC) of the next spans with the current span's block writes, and a span's D+P block
+// writes with each other. Full spans queue for the wire (WRITE_QUEUE_SPANS) so that a slow block
+// write and a slow fill do not stall each other. Memory is WRITE_QUEUE_SPANS + 1 span buffers
+// whatever the file size. A file that keeps growing gets longer spans (core.opts.maxSpanBytes):
+// a block service writes a big block at close to the disk's streaming speed, a small one pays
+// its fixed costs (fsyncs, round trips) more often.
 import assert from 'node:assert/strict';
 import { crc32c, crc32cZeros, crcToBytes } from '../proto/crc32c.js';
 import { EggsError, ErrorCode } from '../proto/errors.js';
@@ -32,6 +36,20 @@ export const STORAGE_CLASS_ZERO_FILL = 1;
 /** Spans up to this size are stored in the metadata itself (the `bytes` field's u8 length). */
 export const INLINE_MAX_BYTES = 255;
 const FIRST_BUFFER_BYTES = 64 * 1024;
+/**
+ * Full spans handed to the wire and not yet certified (one being written, the others encoded and
+ * waiting). Two buffers (one filling, one on the wire) made the writer stall whenever a fill was
+ * faster than the block write before it and the next fill slower; a third absorbs that jitter.
+ */
+export const WRITE_QUEUE_SPANS = 2;
+/**
+ * Span buffer bytes that a client's writers together may hold beyond their first span size
+ * (spans grown towards maxSpanBytes): many large files streamed at once keep the first span
+ * size rather than each taking (WRITE_QUEUE_SPANS + 1) × maxSpanBytes.
+ */
+export const SPAN_GROWTH_BUDGET_BYTES = 256 << 20;
+/** Growth bytes held per client (a client's writers share its budget). */
+const growthHeld = new WeakMap<ClientCore, { bytes: number }>();
 const BLOCK_WRITE_ATTEMPTS = 2;
 const ZERO_CHUNK = Buffer.alloc(64 * 1024);
 
@@ -68,6 +86,11 @@ type SpanRecord = { offset: number; size: number } & (
   | { kind: 'blocks'; raw: FetchedSpanT }
 );
 const TRACE = process.env.EGGSFS_TRACE_SPANS === '1';
+const TRACE_T0 = performance.now();
+
+function freshScratch(): Buffer[][] {
+  return Array.from({ length: WRITE_QUEUE_SPANS + 1 }, () => []);
+}
 
 function isAllZero(b: Buffer): boolean {
   for (let off = 0; off < b.length; off += ZERO_CHUNK.length) {
@@ -82,9 +105,12 @@ export class EggsFileWriter implements FileWriter {
   private readonly name: Buffer;
   private cur: Buffer | undefined;
   private fill = 0;
-  private spare: Buffer | undefined;
-  private flushingBuf: Buffer | undefined;
-  private inflight: Promise<void> | undefined;
+  /** Span buffers whose spans are certified, for reuse (at most WRITE_QUEUE_SPANS + 1 exist). */
+  private spares: Buffer[] = [];
+  /** Spans handed to the wire, not yet certified, in file order. */
+  private queued: { buf: Buffer; done: Promise<void> }[] = [];
+  /** The last span handed to the wire (each waits for the one before it). */
+  private wireTail: Promise<void> | undefined;
   private nextOffset = 0;
   private failure: Error | undefined;
   private state: 'open' | 'closing' | 'closed' | 'aborted' = 'open';
@@ -93,8 +119,12 @@ export class EggsFileWriter implements FileWriter {
   /** Spans written so far, for a failover to a new transient file; null past FAILOVER_MAX_SPANS. */
   private history: SpanRecord[] | null = [];
   /** Parity block memory for the span on the wire and the one encoded ahead (see encodeAhead). */
-  private parityScratch: Buffer[][] = [[], []];
+  private parityScratch: Buffer[][] = freshScratch();
   private nextScratch = 0;
+  /** This file's current span size: core.opts.spanBytes, doubled per full span up to maxSpanBytes. */
+  private spanBytes: number;
+  /** Bytes of SPAN_GROWTH_BUDGET_BYTES this writer holds: (WRITE_QUEUE_SPANS + 1) × (spanBytes − first). */
+  private growthBytes = 0;
 
   constructor(
     private readonly core: ClientCore,
@@ -103,6 +133,7 @@ export class EggsFileWriter implements FileWriter {
     private readonly parity: number,
   ) {
     this.name = nameBytes(name);
+    this.spanBytes = core.opts.spanBytes;
     this.file = core.shard('CONSTRUCT_FILE', parentId, { type: InodeType.FILE });
     this.file.catch(() => {}); // surfaced by the first flush or close
   }
@@ -113,9 +144,13 @@ export class EggsFileWriter implements FileWriter {
 
   /** The current span buffer with room for at least one more byte. */
   private room(): Buffer {
-    const spanBytes = this.core.opts.spanBytes;
-    if (!this.cur) this.cur = this.spare ?? Buffer.allocUnsafe(Math.min(FIRST_BUFFER_BYTES, spanBytes));
-    this.spare = undefined;
+    const spanBytes = this.spanBytes;
+    if (!this.cur) {
+      const spare = this.spares.pop();
+      // A spare from before the spans grew is dropped: a streamed file fills a whole span at once.
+      if (spare !== undefined && spare.length === spanBytes) this.cur = spare;
+      else this.cur = Buffer.allocUnsafe(this.nextOffset > 0 ? spanBytes : Math.min(FIRST_BUFFER_BYTES, spanBytes));
+    }
     if (this.fill === this.cur.length && this.cur.length < spanBytes) {
       // Grow towards a full span: small files never allocate a whole span.
       const bigger = Buffer.allocUnsafe(Math.min(spanBytes, this.cur.length * 4));
@@ -138,14 +173,13 @@ export class EggsFileWriter implements FileWriter {
     assert(Number.isInteger(n) && n >= 0 && n <= dst.length, 'read stored at most the bytes it was given');
     this.fill += n;
     this.bytesIn += n;
-    if (this.fill === this.core.opts.spanBytes) await this.startFlush();
+    if (this.fill === this.spanBytes) await this.startFlush();
     return n;
   }
 
   async write(data: Buffer): Promise<void> {
     if (this.state !== 'open') throw new EggsError(ErrorCode.MALFORMED_REQUEST, `write after ${this.state}`);
     if (this.failure) throw this.failure;
-    const spanBytes = this.core.opts.spanBytes;
     let off = 0;
     while (off < data.length) {
       const cur = this.room();
@@ -154,39 +188,65 @@ export class EggsFileWriter implements FileWriter {
       this.fill += n;
       off += n;
       this.bytesIn += n;
-      if (this.fill === spanBytes) await this.startFlush();
+      if (this.fill === this.spanBytes) await this.startFlush();
     }
   }
 
-  /** Hands the current buffer to the wire once the previous span is certified. */
+  /** Queues the current buffer for the wire, once fewer than WRITE_QUEUE_SPANS spans are uncertified. */
   private async startFlush(): Promise<void> {
-    // Redundancy (issue 7): encode this span (parity, CRCs) now, while the previous span's blocks are
+    // Redundancy (issue 7): encode this span (parity, CRCs) now, while the previous spans' blocks are
     // still on the wire, so the codec is off the spans' critical path.
     const full = this.cur!.subarray(0, this.fill);
     const pre = full.length > INLINE_MAX_BYTES && !isAllZero(full) ? this.encodeAhead(full) : undefined;
-    if (this.inflight) {
-      await this.inflight; // rethrows a failure of the previous span
-      this.spare = this.flushingBuf;
-    }
+    const w0 = TRACE ? performance.now() : 0;
+    while (this.queued.length >= WRITE_QUEUE_SPANS) await this.queued[0]!.done; // rethrows a failure
+    if (TRACE) process.stderr.write(`writer ${(w0 - TRACE_T0).toFixed(1)}: waited ${(performance.now() - w0).toFixed(1)} ms for room on the wire\n`);
     const buf = this.cur!;
     const data = buf.subarray(0, this.fill);
     const offset = this.nextOffset;
     this.nextOffset += this.fill;
-    this.flushingBuf = buf;
     this.cur = undefined;
     this.fill = 0;
-    const p = this.flushSpanWithFailover(data, offset, pre).catch((err: Error) => {
+    const prev = this.wireTail;
+    const p = (async () => {
+      if (prev) await prev; // the shard takes a span only once the previous one is certified
+      await this.flushSpanWithFailover(data, offset, pre);
+    })().catch((err: Error) => {
       this.failure ??= err;
       throw err;
     });
     p.catch(() => {});
-    this.inflight = p;
+    const entry = { buf, done: p };
+    this.queued.push(entry);
+    this.wireTail = p;
+    // Registered before anyone awaits `p`, so the queue has shrunk when they resume.
+    void p.then(() => {
+      assert(this.queued[0] === entry, 'spans are certified in file order');
+      this.queued.shift();
+      if (this.state === 'open') this.spares.push(buf);
+    }, () => {});
+    if (this.state === 'open' && data.length === this.spanBytes) this.growSpans();
+  }
+
+  /** The file keeps growing: its next spans are twice as long, if the client's budget allows. */
+  private growSpans(): void {
+    const first = this.core.opts.spanBytes;
+    const max = Math.max(first, this.core.opts.maxSpanBytes ?? first);
+    const next = Math.min(max, this.spanBytes * 2);
+    if (next === this.spanBytes) return;
+    const want = (WRITE_QUEUE_SPANS + 1) * (next - first);
+    let held = growthHeld.get(this.core);
+    if (!held) growthHeld.set(this.core, (held = { bytes: 0 }));
+    if (held.bytes - this.growthBytes + want > SPAN_GROWTH_BUDGET_BYTES) return;
+    held.bytes += want - this.growthBytes;
+    this.growthBytes = want;
+    this.spanBytes = next;
   }
 
   /**
-   * The span handed to the wire next is encoded while the previous one's blocks are still being
-   * written (startFlush), and a span after that only once the previous one is certified: two sets
-   * of parity buffers, used in turn, are never overwritten while their blocks are on the wire.
+   * A span is encoded while at most WRITE_QUEUE_SPANS spans before it are uncertified (startFlush),
+   * so WRITE_QUEUE_SPANS + 1 sets of parity buffers, used in turn, are never overwritten while
+   * their blocks are queued or on the wire.
    */
   private encodeAhead(data: Buffer): PreEncoded {
     const parity = parityForSpan(this.parity, data.length);
@@ -267,7 +327,7 @@ export class EggsFileWriter implements FileWriter {
         bodyBlocks: resp.blocks.map((bi, i) => ({ ip: bi.ip, port: bi.port, blockId: bi.blockId, crc32: crcToBytes(enc.blockCrcs[i]!), size: BigInt(enc.blocks[i]!.length), flags: 0 })),
       },
     });
-    if (TRACE) process.stderr.write(`span ${offset}: encode+initiate ${(t1 - t0).toFixed(1)} ms, blocks ${(t2 - t1).toFixed(1)} ms, certify ${(performance.now() - t2).toFixed(1)} ms\n`);
+    if (TRACE) process.stderr.write(`span ${offset} at ${(t0 - TRACE_T0).toFixed(1)}: encode+initiate ${(t1 - t0).toFixed(1)} ms, blocks ${(t2 - t1).toFixed(1)} ms, certify ${(performance.now() - t2).toFixed(1)} ms\n`);
   }
 
   private remember(rec: SpanRecord): void {
@@ -322,12 +382,11 @@ export class EggsFileWriter implements FileWriter {
   private async doClose(): Promise<bigint> {
     this.state = 'closing';
     if (this.fill > 0) await this.startFlush();
-    if (this.inflight) await this.inflight;
+    if (this.wireTail) await this.wireTail;
     const { id, cookie } = await this.file;
     await this.core.shard('LINK_FILE', this.parentId, { fileId: id, cookie, ownerId: this.parentId, name: this.name });
     this.state = 'closed';
-    this.cur = this.spare = this.flushingBuf = undefined;
-    this.parityScratch = [[], []];
+    this.releaseBuffers();
     return id;
   }
 
@@ -335,8 +394,19 @@ export class EggsFileWriter implements FileWriter {
   async abort(): Promise<void> {
     if (this.state === 'closed') return;
     this.state = 'aborted';
-    await this.inflight?.catch(() => {});
-    this.cur = this.spare = this.flushingBuf = undefined;
-    this.parityScratch = [[], []];
+    await this.wireTail?.catch(() => {});
+    this.releaseBuffers();
+  }
+
+  private releaseBuffers(): void {
+    this.cur = undefined;
+    this.spares = [];
+    this.parityScratch = freshScratch();
+    const held = growthHeld.get(this.core);
+    if (held) {
+      held.bytes -= this.growthBytes;
+      assert(held.bytes >= 0, 'span growth budget accounting');
+    }
+    this.growthBytes = 0;
   }
 }
