@@ -3,6 +3,7 @@
 // writer handle is released (not at flush: the shell's `echo x > f` flushes a dup'ed descriptor
 // before it writes). Until then only the writing process can see the name; anyone else gets
 // ENOENT, or, once the writer has closed it, waits (bounded) for the link to land.
+import assert from 'node:assert/strict';
 import { constants as osConstants } from 'node:os';
 import type { EggsClient, DirEntry } from '../client/index.js';
 import type { FileWriter } from '../client/file-writer.js';
@@ -146,6 +147,8 @@ export interface EggsFsOptions {
 export class EggsFs implements FuseFilesystem {
   private readonly nodes = new Map<bigint, Node>();
   private readonly pendingByName = new Map<string, Pending>();
+  /** Pending files per creating process (a close batches its scan when its process writes others). */
+  private readonly pendingPerTgid = new Map<number, number>();
   private readonly handles = new Map<bigint, Handle>();
   /** id → attributes of files (immutable), oldest first; bounded. */
   private readonly fileAttrs = new Map<bigint, { size: number; mtimeNs: bigint }>();
@@ -268,6 +271,22 @@ export class EggsFs implements FuseFilesystem {
     return `${parentId.toString(16)}/${name}`;
   }
 
+  private addPending(key: string, p: Pending): void {
+    assert(!this.pendingByName.has(key), 'one pending file per name');
+    this.pendingByName.set(key, p);
+    this.pendingPerTgid.set(p.creatorTgid, (this.pendingPerTgid.get(p.creatorTgid) ?? 0) + 1);
+  }
+
+  /** Forgets a pending file under its name, if it is still the one there. */
+  private dropPending(key: string, p: Pending): void {
+    if (this.pendingByName.get(key) !== p) return;
+    this.pendingByName.delete(key);
+    const left = (this.pendingPerTgid.get(p.creatorTgid) ?? 0) - 1;
+    assert(left >= 0, 'pending files counted per process');
+    if (left === 0) this.pendingPerTgid.delete(p.creatorTgid);
+    else this.pendingPerTgid.set(p.creatorTgid, left);
+  }
+
   /** Waits (bounded) until a closed pending file has been linked; false if it is still open. */
   private async awaitLinked(p: Pending): Promise<boolean> {
     if (!p.settled && !p.flushed) return false;
@@ -313,7 +332,7 @@ export class EggsFs implements FuseFilesystem {
       p.linkError = err as Error;
       log.warn(`${p.name}: could not link the file: ${(err as Error).message}`);
     } finally {
-      if (this.pendingByName.get(this.key(p.parentId, p.name)) === p) this.pendingByName.delete(this.key(p.parentId, p.name));
+      this.dropPending(this.key(p.parentId, p.name), p);
       p.node.pending = undefined;
       if (p.node.nlookup <= 0n) this.nodes.delete(p.node.nodeid);
       p.settledResolve();
@@ -415,7 +434,7 @@ export class EggsFs implements FuseFilesystem {
     if (p && !p.settled && !(await this.awaitLinked(p))) {
       // Removed while still being written: it will never be linked.
       p.unlinked = true;
-      this.pendingByName.delete(key);
+      this.dropPending(key, p);
       return;
     }
     const known = this.childIds.get(key);
@@ -510,7 +529,7 @@ export class EggsFs implements FuseFilesystem {
     );
     node.pending = p;
     this.nodes.set(node.nodeid, node);
-    this.pendingByName.set(key, p);
+    this.addPending(key, p);
     const entry = this.entryOf(node);
     return { entry, open: this.addHandle({ kind: 'write', pending: p }, { directIo: true }) };
   }
@@ -549,8 +568,11 @@ export class EggsFs implements FuseFilesystem {
     // when no descriptor for the file is left, link it now: close() then returns once the file
     // is complete and durable, and reports a failure to link.
     if (p.settled || p.handles !== 1 || !this.heldScanner) return;
-    const query = { pids: [this.tgids.of(ctx.pid), p.creatorTgid], name: p.name, nodeid: p.node.nodeid };
-    const held = await this.heldScanner.held(query, this.pendingByName.size > 1);
+    const closer = this.tgids.of(ctx.pid);
+    const query = { pids: [closer, p.creatorTgid], name: p.name, nodeid: p.node.nodeid };
+    // A process writing several files at once closes them at about the same time: their scans
+    // (of that process's descriptors) can share one pass.
+    const held = await this.heldScanner.held(query, (this.pendingPerTgid.get(closer) ?? 0) > 1);
     if (held || p.settled || p.handles !== 1) return; // still open, or settled by another close meanwhile
     p.settled = this.settle(p);
     await p.settled;

@@ -19,8 +19,9 @@ export const MAX_SCANNED_PROCESSES = 64;
 /** Closes whose scans are served by one pass over /proc. */
 export const MAX_SCAN_BATCH = 256;
 /**
- * While other files are being written, a close's scan waits this long for more closes to share
- * it (with 64 files created at once, each scan reads 84 descriptors). A lone close scans at once.
+ * While the closing process writes other files too, a close's scan waits this long for more
+ * closes to share it (with 64 files created at once, each scan reads 84 descriptors). Any other
+ * close scans at once.
  */
 export const SCAN_BATCH_WINDOW_MS = 2;
 
@@ -66,8 +67,8 @@ export interface HeldQuery {
 
 /**
  * Answers "is this pending file still open in a descriptor of these processes or their children?"
- * for closes. The queries of one event-loop turn share one pass over /proc: with many files being
- * closed at once by the same process, its descriptor table is read once instead of once per close.
+ * for closes. When a process closes many files at once, the queries of a short window share one
+ * pass over /proc: its descriptor table is read once instead of once per close.
  * A descriptor's link gives the path, its fdinfo the inode (our node id); neither goes through
  * the mount, so the scan never waits on this driver.
  */
@@ -79,8 +80,10 @@ export class HeldScanner {
     assert(mountPrefix.endsWith('/'), 'mount prefix ends with a slash');
   }
 
-  /** `concurrent`: other files are being written, so more closes are likely to follow soon. */
+  /** `concurrent`: the closing process writes other files too, so more closes are likely soon. */
   held(q: HeldQuery, concurrent: boolean): Promise<boolean> {
+    // A lone close is answered at once: nothing is likely to share its scan.
+    if (!concurrent) return Promise.resolve(this.heldIn(q, new Map()));
     return new Promise((resolve) => {
       this.queue.push({ q, resolve });
       if (this.queue.length >= MAX_SCAN_BATCH) {
@@ -88,8 +91,7 @@ export class HeldScanner {
         this.run();
       } else if (!this.scheduled) {
         this.scheduled = true;
-        if (concurrent) setTimeout(() => this.run(), SCAN_BATCH_WINDOW_MS);
-        else setImmediate(() => this.run());
+        setTimeout(() => this.run(), SCAN_BATCH_WINDOW_MS);
       }
     });
   }
