@@ -3,6 +3,7 @@
 // never got its bytes, torn and damaged records), and a data directory of the previous version
 // (16-byte records in block-crcs.log). Real processes, sockets and disks.
 import { test, describe } from 'node:test';
+import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -278,6 +279,63 @@ describe('block service crash recovery', () => {
         }
       }
     } finally {
+      tmp.remove();
+    }
+  });
+
+  test('a full disk: a write that cannot be stored gets no proof; every proven block is served; writes work again once there is room', async (t) => {
+    const tmp = tempDir('blocks-enospc');
+    const mnt = path.join(tmp.path, 'mnt');
+    fs.mkdirSync(mnt);
+    // A small tmpfs is a disk that fills up (needs root, as the FUSE tests do).
+    const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', mnt]);
+    if (m.status !== 0) {
+      tmp.remove();
+      t.skip(`cannot mount a tmpfs: ${m.stderr}`);
+      return;
+    }
+    const dir = path.join(mnt, 'd');
+    let bs: Running | null = null;
+    const client = new BlockClient();
+    try {
+      bs = await startBlocks(dir);
+      const proven = new Map<bigint, Buffer>();
+      let refused = 0;
+      for (let i = 0; i < 12; i++) {
+        const d = payload(i % 3 === 2 ? 1_500_000 : 700_000, 40 + i);
+        const id = freshId(0x50 + i);
+        const crc = crc32c(d);
+        try {
+          await client.write(bs.addr, id, crc, d, blockWriteCertificate(bs.key, id, crcToBytes(crc), d.length));
+          proven.set(id, d);
+        } catch (err) {
+          assert.ok(err instanceof BlockServiceError, String(err));
+          refused++;
+          await assert.rejects(client.fetch(bs.addr, id), BlockServiceError, 'a refused write left no block');
+        }
+      }
+      assert.ok(refused > 0, 'the disk filled up');
+      assert.ok(proven.size > 0);
+      for (const [id, d] of proven) assert.ok((await client.fetch(bs.addr, id)).equals(d));
+      // Make room (as an operator would), then a write succeeds again and restarts keep everything.
+      const victim = [...proven.keys()][0]!;
+      fs.rmSync(path.join(dir, blockRelativePath(victim)));
+      proven.delete(victim);
+      const d = payload(100_000, 99);
+      const id = freshId(0x5f);
+      const crc = crc32c(d);
+      await client.write(bs.addr, id, crc, d, blockWriteCertificate(bs.key, id, crcToBytes(crc), d.length));
+      proven.set(id, d);
+      await bs.svc.kill('SIGKILL');
+      client.close();
+      bs = await startBlocks(dir, bs.addr.port);
+      const c2 = new BlockClient();
+      for (const [pid, pd] of proven) assert.ok((await c2.fetch(bs.addr, pid)).equals(pd));
+      c2.close();
+    } finally {
+      client.close();
+      await bs?.svc.kill();
+      spawnSync('umount', [mnt]);
       tmp.remove();
     }
   });

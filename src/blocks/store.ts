@@ -128,7 +128,19 @@ export class PendingBlock {
     return this.spare.path;
   }
 
-  async append(chunks: Buffer[]): Promise<void> {
+  /**
+   * Writes `chunks` after what is written. The caller may await the result only later (the server
+   * overlaps a write with receiving the next bytes): a failure (ENOSPC, EIO) is marked handled
+   * here so that it is not an unhandled rejection, which would end the process, and is still
+   * thrown to whoever awaits it.
+   */
+  append(chunks: Buffer[]): Promise<void> {
+    const p = this.appendNow(chunks);
+    p.catch(() => {});
+    return p;
+  }
+
+  private async appendNow(chunks: Buffer[]): Promise<void> {
     let n = 0;
     for (const c of chunks) n += c.length;
     // writev may write short; loop until everything is on its way to disk.
