@@ -112,6 +112,7 @@ export class PendingBlock {
   private position = 0;
   private writtenBack = 0;
   private writeback: Promise<void> | null = null;
+  private writebackError: Error | null = null;
   private closed = false;
   constructor(
     private readonly store: BlockStore,
@@ -168,9 +169,12 @@ export class PendingBlock {
       this.writtenBack = at;
     });
     this.writeback = p;
-    // A failure here shows up again in the final fsync.
+    // Kept for commit: the kernel reports a writeback error to one fdatasync of a file description
+    // only, so the final fdatasync would succeed after this one failed.
     void p
-      .catch(() => {})
+      .catch((err: Error) => {
+        this.writebackError ??= err;
+      })
       .finally(() => {
         if (this.writeback === p) this.writeback = null;
       });
@@ -190,15 +194,17 @@ export class PendingBlock {
     let lastBytes = 0;
     for (const c of last) lastBytes += c.length;
     if (info.sizeBytes !== this.position + lastBytes) throw new StoreError(`${this.sparePath}: committing ${info.sizeBytes} bytes but wrote ${this.position + lastBytes}`);
-    await this.settleWriteback();
+    // The last bytes are written, and synced, while an early writeback may still run: the final
+    // fdatasync starts after every write and so covers them all.
     const data = async () => {
       if (lastBytes > 0) await this.append(last);
       if (!this.dsync) await fdatasync(this.fd);
     };
     // A record whose spare never got its bytes (crash, or a failure here) is harmless: recovery
     // finds the spare short or wrong and drops the record; a retried write stores the block afresh.
-    const results = await Promise.allSettled([data(), this.store.record(this.blockId, info, this.spare.id), this.spare.durable]);
+    const results = await Promise.allSettled([data(), this.store.record(this.blockId, info, this.spare.id), this.spare.durable, this.settleWriteback()]);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
+    if (this.writebackError) throw this.writebackError;
     // The bytes are durable and the rename works on the path: the close need not delay the
     // proof (one thread-pool round trip less on every write's path).
     this.closed = true;
