@@ -8,6 +8,11 @@
 //  24  magic      u32 LE
 //  28  crc32c     u32 LE of bytes 0..28, so a torn or zeroed record is recognised and skipped
 //
+// The file is extended ahead of need with zeros (made durable), and records overwrite those zeros
+// in place: an O_DSYNC write that changes no file size or allocation needs no journal commit, only
+// the data's trip (measured with a 1 MiB block written alongside: 1.14 ms vs 1.32 ms appending).
+// An all-zero slot is unused; the next record goes after the last slot that is not all zeros.
+//
 // The previous version kept 16-byte (id, size, crc) records in block-crcs.log; BlockStore.open
 // migrates such a log into this one.
 import fs from 'node:fs';
@@ -22,6 +27,10 @@ export const TOMBSTONE_SIZE = 0xffffffff;
 const RECORD_MAGIC = 0x52534745; // "EGSR"
 /** Records written in one writev (one disk trip); more wait for the next round. */
 const MAX_RECORDS_PER_FLUSH = 1024;
+/** The log is extended by this many zero bytes at a time (32,768 records). */
+const LOG_EXTEND_BYTES = 1 << 20;
+/** Extension starts when fewer unused bytes than this are left. */
+const LOG_EXTEND_AHEAD_BYTES = LOG_EXTEND_BYTES / 2;
 
 export interface LogRecord {
   blockId: bigint;
@@ -42,8 +51,10 @@ export function encodeRecord(out: Buffer, o: number, r: LogRecord): void {
 }
 
 export interface ParsedLog {
-  /** Whole records read (valid or not). */
+  /** Whole records read (valid or not; unused all-zero slots not counted). */
   records: number;
+  /** Where the next record goes: after the last slot that is not all zeros. */
+  endBytes: number;
   /** Records failing their checksum, skipped. */
   bad: number;
   /** Bytes of a torn record at the end (to be truncated away). */
@@ -51,11 +62,21 @@ export interface ParsedLog {
 }
 
 /** Applies the log's records in order: the last record of an id wins, a tombstone removes it. */
+function allZero(buf: Buffer, o: number): boolean {
+  for (let i = 0; i < RECORD_BYTES; i++) if (buf[o + i] !== 0) return false;
+  return true;
+}
+
 export function parseRecordLog(buf: Buffer, into: Map<bigint, LogRecord>): ParsedLog {
-  const records = Math.floor(buf.length / RECORD_BYTES);
+  const slots = Math.floor(buf.length / RECORD_BYTES);
   let bad = 0;
-  for (let i = 0; i < records; i++) {
+  let records = 0;
+  let endBytes = 0;
+  for (let i = 0; i < slots; i++) {
     const o = i * RECORD_BYTES;
+    if (allZero(buf, o)) continue; // unused (preallocated), or a record of a batch torn by a crash
+    records++;
+    endBytes = o + RECORD_BYTES;
     if (buf.readUInt32LE(o + 24) !== RECORD_MAGIC || buf.readUInt32LE(o + 28) !== crc32c(buf.subarray(o, o + 28)) >>> 0) {
       bad++;
       continue;
@@ -64,7 +85,7 @@ export function parseRecordLog(buf: Buffer, into: Map<bigint, LogRecord>): Parse
     if (r.sizeBytes === TOMBSTONE_SIZE) into.delete(r.blockId);
     else into.set(r.blockId, r);
   }
-  return { records, bad, tornBytes: buf.length % RECORD_BYTES };
+  return { records, endBytes, bad, tornBytes: buf.length % RECORD_BYTES };
 }
 
 /** The previous version's block-crcs.log: 16-byte (id, size, crc) records, no spare. */
@@ -93,20 +114,29 @@ export function encodeCompacted(live: Iterable<LogRecord>, count: number): Buffe
 }
 
 /**
- * The open log, appended with O_APPEND|O_DSYNC and group commit: records arriving while a write
- * is on its way share the next one, so concurrent block writes pay about one log trip each round.
+ * The open log: records written with O_DSYNC at the end of the used part, with group commit:
+ * records arriving while a write is on its way share the next one, so concurrent block writes
+ * pay about one log trip each round.
  */
 export class RecordLog {
   private pending: { rec: Buffer; resolve: () => void; reject: (e: Error) => void }[] = [];
   private flushing = false;
   private closed = false;
-  private failed: Error | null = null;
-  constructor(private readonly fh: FileHandle) {}
+  private extending: Promise<void> | null = null;
+
+  constructor(
+    private readonly fh: FileHandle,
+    /** Where the next record goes. */
+    private endBytes: number,
+    /** The file's size: bytes from endBytes to here are durable zeros. */
+    private sizeBytes: number,
+  ) {
+    if (!(endBytes % RECORD_BYTES === 0 && endBytes <= sizeBytes)) throw new Error(`record log: bad end ${endBytes} for size ${sizeBytes}`);
+  }
 
   /** Durable when the promise resolves. */
   append(r: LogRecord): Promise<void> {
     if (this.closed) return Promise.reject(new Error('record log is closed'));
-    if (this.failed) return Promise.reject(new Error(`record log unusable since an earlier failure: ${this.failed.message}`));
     const rec = Buffer.allocUnsafe(RECORD_BYTES);
     encodeRecord(rec, 0, r);
     return new Promise((resolve, reject) => {
@@ -120,39 +150,58 @@ export class RecordLog {
     while (this.pending.length > 0) {
       const batch = this.pending.length <= MAX_RECORDS_PER_FLUSH ? this.pending : this.pending.slice(0, MAX_RECORDS_PER_FLUSH);
       this.pending = batch === this.pending ? [] : this.pending.slice(MAX_RECORDS_PER_FLUSH);
+      const at = this.endBytes;
+      const bytes = batch.length * RECORD_BYTES;
+      // Never reuse these slots, even if the write fails: part of it may have landed.
+      this.endBytes += bytes;
       try {
-        // O_APPEND|O_DSYNC: appended at the end and durable when the call returns (one trip). A
-        // short write of a regular file only happens on an error such as ENOSPC, reported below.
-        const { bytesWritten } = await this.fh.writev(batch.map((b) => b.rec));
-        if (bytesWritten !== batch.length * RECORD_BYTES) throw new Error(`record log: short write (${bytesWritten} of ${batch.length * RECORD_BYTES} bytes)`);
+        // O_DSYNC: durable when the call returns (one trip; no journal commit while the slots
+        // are inside the zeros written ahead). A short write of a regular file only happens on
+        // an error such as ENOSPC, reported below.
+        const { bytesWritten } = await this.fh.writev(
+          batch.map((b) => b.rec),
+          at,
+        );
+        if (bytesWritten !== bytes) throw new Error(`record log: short write (${bytesWritten} of ${bytes} bytes)`);
+        if (this.endBytes > this.sizeBytes) this.sizeBytes = this.endBytes;
         for (const b of batch) b.resolve();
       } catch (err) {
         for (const b of batch) b.reject(err as Error);
-        await this.realign();
       }
+      if (this.sizeBytes - this.endBytes < LOG_EXTEND_AHEAD_BYTES) this.extendAhead();
     }
     this.flushing = false;
   }
 
-  /**
-   * After a failed append (ENOSPC, EIO) part of a record may have landed: cut the log back to a
-   * whole number of records so that later appends stay aligned. If even that fails the log
-   * refuses every further append (no proof is ever sent without a record).
-   */
-  private async realign(): Promise<void> {
-    try {
-      const { size } = await this.fh.stat();
-      if (size % RECORD_BYTES !== 0) await this.fh.truncate(size - (size % RECORD_BYTES));
-    } catch (err) {
-      this.failed = err as Error;
-    }
+  /** Writes durable zeros past the end in the background, so records land in allocated space. */
+  private extendAhead(): void {
+    if (this.extending || this.closed) return;
+    const at = this.sizeBytes;
+    this.extending = (async () => {
+      try {
+        await this.fh.write(Buffer.alloc(LOG_EXTEND_BYTES), 0, LOG_EXTEND_BYTES, at);
+        this.sizeBytes = Math.max(this.sizeBytes, at + LOG_EXTEND_BYTES);
+      } catch {
+        // ENOSPC and the like: records still go to the end, each then paying a journal commit.
+      } finally {
+        this.extending = null;
+      }
+    })();
+  }
+
+  /** Extends the log now if little room is left (startup). */
+  async prepare(): Promise<void> {
+    if (this.sizeBytes - this.endBytes < LOG_EXTEND_AHEAD_BYTES) this.extendAhead();
+    await this.extending;
   }
 
   async close(): Promise<void> {
     this.closed = true;
     while (this.flushing) await new Promise((r) => setImmediate(r));
+    await this.extending;
     await this.fh.close();
   }
 }
 
-export const RECORD_LOG_OPEN_FLAGS = fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_DSYNC;
+/** No O_APPEND: records are written at explicit offsets inside the zeros written ahead. */
+export const RECORD_LOG_OPEN_FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_DSYNC;

@@ -285,14 +285,19 @@ export class BlockStore {
       const oldPath = path.join(dir, OLD_CRC_LOG_FILE);
       let records = 0;
       let migrating = false;
+      /** Where the next record goes, and the log file's size (zeros written ahead in between). */
+      let logEndBytes = 0;
+      let logSizeBytes = 0;
       const buf = await readIfExists(logPath);
       if (buf) {
         const parsed = parseRecordLog(buf, live);
         records = parsed.records;
+        logEndBytes = parsed.endBytes;
+        logSizeBytes = buf.length - parsed.tornBytes;
         if (parsed.bad > 0) log.warn(`${logPath}: skipped ${parsed.bad} damaged records`);
         if (parsed.tornBytes > 0) {
           log.warn(`${logPath}: dropping a torn trailing record (${parsed.tornBytes} bytes)`);
-          await fsp.truncate(logPath, records * RECORD_BYTES);
+          await fsp.truncate(logPath, logSizeBytes);
         }
         // A migration finished (the new log is renamed in whole) before the old log was removed.
         if (await statIfExists(oldPath)) {
@@ -311,13 +316,16 @@ export class BlockStore {
       if (migrating || records > live.size + CRC_LOG_COMPACT_SLACK) {
         // Every live record's name is durable now (recover), so spares can be cleared.
         await replaceFile(dir, logPath, encodeCompacted(live.values(), live.size));
+        logEndBytes = logSizeBytes = live.size * RECORD_BYTES;
         if (migrating) {
           await fsp.unlink(oldPath);
           await fsyncDir(dir);
           log.info(`${dir}: moved ${live.size} records from ${OLD_CRC_LOG_FILE} to ${RECORD_LOG_FILE}`);
         } else log.info(`${logPath}: compacted ${records} records to ${live.size}`);
       }
-      recordLog = new RecordLog(await fsp.open(logPath, RECORD_LOG_OPEN_FLAGS, 0o666));
+      recordLog = new RecordLog(await fsp.open(logPath, RECORD_LOG_OPEN_FLAGS, 0o666), logEndBytes, logSizeBytes);
+      if (logSizeBytes === 0) await fsyncDir(dir); // a new log: its name must be durable too
+      await recordLog.prepare();
       const store = new BlockStore(dir, key, keyFd, recordLog, log);
       for (const [id, r] of live) store.crcs.set(id, { sizeBytes: r.sizeBytes, crc: r.crc });
       await store.scan(log);
