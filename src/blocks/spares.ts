@@ -91,7 +91,10 @@ export class SparePool {
     const fresh = newSpareId();
     const p = this.path(fresh);
     createEmptySync(p);
-    return { id: fresh, path: p, durable: this.syncDir() };
+    const durable = this.syncDir();
+    // Awaited by the write's commit; a write aborted before it must not leave an unhandled rejection.
+    durable.catch(() => {});
+    return { id: fresh, path: p, durable };
   }
 
   /** Starts topping the pool up in the background (no-op while a refill runs). */
