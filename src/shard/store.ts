@@ -4,6 +4,7 @@
 import type Database from 'better-sqlite3';
 import assert from 'node:assert';
 import { createCipheriv, type Cipher } from 'node:crypto';
+import { decode } from '../proto/bincode.js';
 import { ErrorCode } from '../proto/errors.js';
 import { fileCookie, blockWriteCertificate, blockWriteProof, macEquals } from '../proto/crypto.js';
 import { crc32c, crc32cCombine, crc32cZeros, crcFromBytes, crcToBytes } from '../proto/crc32c.js';
@@ -17,7 +18,6 @@ import {
   FetchedSpan,
   SHARD_MESSAGES,
   type BlockInfoT,
-  type EdgeT,
   type EdgeWithOwnershipT,
   type FetchedBlockT,
   type FetchedSpanT,
@@ -26,6 +26,7 @@ import {
   type ShardResp,
 } from '../proto/messages.js';
 import { Registry, UNKNOWN_IP, UNKNOWN_PORT } from './registry.js';
+import { EDGE_MIN_BYTES, READ_DIR_FETCH, edgeHashHex, edgeHexSql, encodeReadDirResponse, readDirPageCount } from './readdir.js';
 
 /** A request's definitive error answer. Not an Error: thrown on ordinary paths, so no stack. */
 export class ShardFail {
@@ -51,8 +52,6 @@ const COUNTER_STEP = 0x100n;
 
 // Page sizes (metadata.md §1.7). The counts are the largest that can fit, plus one to detect more.
 const PAGE_BUDGET_BYTES = UDP_MTU - HEADER_BYTES - 10;
-const EDGE_MIN_BYTES = 25;
-const READ_DIR_FETCH = Math.floor(PAGE_BUDGET_BYTES / EDGE_MIN_BYTES) + 1;
 const FULL_READ_DIR_BUDGET_BYTES = UDP_MTU - HEADER_BYTES - 3;
 const FULL_READ_DIR_FETCH = Math.floor(FULL_READ_DIR_BUDGET_BYTES / EDGE_MIN_BYTES) + 1;
 const FETCHED_SPAN_MIN_BYTES = 11;
@@ -189,11 +188,11 @@ export class ShardStore {
       setEdgeLock: p('UPDATE edges SET locked = ? WHERE dir_id = ? AND name_hash = ? AND name = ? AND creation_time = ?'),
       // One walk of the primary key: per (hash, name) the newest edge at or before asOf (SQLite
       // takes the bare columns of a max() aggregate from the row holding the max); deletion
-      // markers (target 0) are then dropped.
-      readDir: p(`SELECT target_id, name_hash, name, max(creation_time) AS creation_time FROM edges
-        WHERE dir_id = @dir AND name_hash >= @hash AND creation_time <= @asOf
+      // markers (target 0) are then dropped. Each edge comes as one hex string (readdir.ts).
+      readDir: p(`SELECT ${edgeHexSql('target_id', 'name_hash', 'name', 'max(creation_time)')} FROM edges
+        WHERE dir_id = ? AND name_hash >= ? AND creation_time <= ?
         GROUP BY name_hash, name HAVING target_id <> 0
-        ORDER BY name_hash, name LIMIT ${READ_DIR_FETCH}`).raw(true),
+        ORDER BY name_hash, name LIMIT ${READ_DIR_FETCH}`).pluck(true),
       fullReadDir: p(`SELECT target_id, name_hash, name, creation_time, current, owned FROM edges
         WHERE dir_id = @dir AND (name_hash > @hash OR (name_hash = @hash AND (name > @name OR (name = @name AND creation_time >= @time))))
         ORDER BY name_hash, name, creation_time LIMIT ${FULL_READ_DIR_FETCH}`),
@@ -355,32 +354,27 @@ export class ShardStore {
     return { mtime: f.mtime, sizeOrOwner: f.size, opaque: Buffer.alloc(0) };
   }
 
-  private readDir(r: ShardReq<'READ_DIR'>): ShardResp<'READ_DIR'> {
+  /**
+   * READ_DIR's whole response datagram: the hottest listing is encoded straight from the rows
+   * (readdir.ts), without Edge objects. Throws ShardFail like a handler.
+   */
+  readDirResponse(requestId: bigint, r: ShardReq<'READ_DIR'>): Buffer {
     const asOf = r.asOfTime & MAX_I63;
     if (r.startHash > MAX_I63 || !storable(r.dirId)) {
       this.getDirectory(r.dirId);
-      return { nextHash: 0n, results: [] };
+      return encodeReadDirResponse(requestId, [], 0);
     }
-    // Raw rows (arrays): [target_id, name_hash, name, creation_time]; READ_DIR is the hottest listing.
-    const rows = this.st.readDir.all({ dir: r.dirId, hash: r.startHash, asOf }) as [bigint, bigint, Buffer, bigint][];
+    const edges = this.st.readDir.all(r.dirId, r.startHash, asOf) as string[];
     // Edges exist only in existing directories (foreign key): only an empty answer needs the check.
-    if (rows.length === 0) this.getDirectory(r.dirId);
-    const results: EdgeT[] = [];
-    let used = HEADER_BYTES + 10;
-    let nextHash = 0n;
-    for (const [targetId, hash, name, creationTime] of rows) {
-      const size = EDGE_MIN_BYTES + name.length;
-      if (used + size > UDP_MTU) {
-        nextHash = hash;
-        // Never split a hash bucket across pages.
-        while (results.length > 0 && results[results.length - 1]!.nameHash === nextHash) results.pop();
-        if (results.length === 0) fail(ErrorCode.INTERNAL_ERROR, `a page of directory entries all share hash ${nextHash}`);
-        break;
-      }
-      used += size;
-      results.push({ targetId, nameHash: hash, name, creationTime });
-    }
-    return { nextHash, results };
+    if (edges.length === 0) this.getDirectory(r.dirId);
+    const count = readDirPageCount(edges);
+    if (count < 0) fail(ErrorCode.INTERNAL_ERROR, `a page of directory entries all share hash 0x${edgeHashHex(edges[0]!)}`);
+    return encodeReadDirResponse(requestId, edges, count);
+  }
+
+  /** READ_DIR as a response body, for callers of execute(); the server uses readDirResponse. */
+  private readDir(r: ShardReq<'READ_DIR'>): ShardResp<'READ_DIR'> {
+    return decode(SHARD_MESSAGES.READ_DIR.resp, this.readDirResponse(0n, r).subarray(HEADER_BYTES));
   }
 
   private fullReadDir(r: ShardReq<'FULL_READ_DIR'>): ShardResp<'FULL_READ_DIR'> {
