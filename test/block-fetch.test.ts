@@ -134,6 +134,30 @@ describe('block fetch streaming', () => {
     }
   });
 
+  test('fetchInto reads blocks into one reused buffer; refusals and a too-small buffer are errors', async () => {
+    const blocks = await Promise.all(SIZES.map(async (size, i) => ({ data: payload(size, 200 + i), id: await store(payload(size, 200 + i)) })));
+    const dest = Buffer.alloc(6 * MiB, 0xee);
+    // Twice over, on pooled connections: each reply lands at the start of `dest`, whole.
+    for (let round = 0; round < 2; round++) {
+      for (const b of blocks) {
+        assert.equal(await client.fetchInto(addr, b.id, dest), b.data.length);
+        assert.ok(dest.subarray(0, b.data.length).equals(b.data), `block of ${b.data.length} bytes differs`);
+        // The connection is still in step: a small request on it gets its own reply.
+        assert.equal((await client.crc(addr, b.id)).sizeBytes, b.data.length);
+      }
+    }
+    const big = blocks[blocks.length - 1]!;
+    await assert.rejects(client.fetchInto(addr, big.id, Buffer.alloc(MiB)), /more than the 1048576 bytes given/);
+    const bad = Buffer.from(big.data);
+    bad[bad.length - 1] ^= 0x02;
+    fs.writeFileSync(path.join(dir, blockRelativePath(big.id)), bad);
+    await assert.rejects(client.fetchInto(addr, big.id, dest), (err: unknown) => err instanceof BlockServiceError && /closed the connection/.test(err.message));
+    // Concurrent fetches into their own buffers.
+    const dests = blocks.map(() => Buffer.alloc(6 * MiB));
+    const sizes = await Promise.all(blocks.slice(0, -1).map((b, i) => client.fetchInto(addr, b.id, dests[i]!)));
+    blocks.slice(0, -1).forEach((b, i) => assert.ok(dests[i]!.subarray(0, sizes[i]).equals(b.data)));
+  });
+
   test('a truncated or lengthened block file is refused; the service stays up', async () => {
     for (const size of [1000, MiB + 1, 3 * MiB]) {
       const data = payload(size, 9);

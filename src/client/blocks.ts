@@ -65,22 +65,104 @@ function addrKey(a: BlockServiceAddress): string {
   return a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
 }
 
+/** A reply body being read straight into a caller's buffer (see Conn.receiveInto). */
+interface Sink {
+  dest: Buffer;
+  filled: number;
+  size: number;
+  timer: NodeJS.Timeout;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
 class Conn {
   readonly reader: ExactReader;
   idleTimer: NodeJS.Timeout | null = null;
   dead = false;
+  /** While set, the socket reads into the sink's buffer instead of the receive slabs. */
+  sink: Sink | null = null;
   constructor(
     readonly socket: net.Socket,
-    ioTimeoutMs: number,
+    private readonly ioTimeoutMs: number,
   ) {
     this.reader = new ExactReader(socket, { highWaterBytes: READ_HIGH_WATER_BYTES, idleTimeoutMs: ioTimeoutMs, fedByOnread: true });
-    socket.on('close', () => (this.dead = true));
-    socket.on('error', () => (this.dead = true));
+    socket.on('close', () => {
+      this.dead = true;
+      this.failSink((at) => new ShortReadError(`connection closed ${at}`));
+    });
+    socket.on('error', (err) => {
+      this.dead = true;
+      this.failSink((at) => new ShortReadError(`connection failed ${at}: ${err.message}`));
+    });
   }
   destroy(): void {
     this.dead = true;
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.socket.destroy();
+  }
+
+  /** Where the next socket read goes: the rest of the sink's body, else a receive slab. */
+  readTarget(slabs: ReadSlabs): Buffer {
+    const k = this.sink;
+    return k ? k.dest.subarray(k.filled, k.size) : slabs.next();
+  }
+
+  /** A socket read of `n` bytes into `buf`, the buffer readTarget() gave for it. */
+  received(slabs: ReadSlabs, buf: Buffer, n: number): void {
+    const k = this.sink;
+    if (!k) return this.reader.push(slabs.taken(buf, n)); // pauses the socket at its high-water mark
+    if (buf.buffer === k.dest.buffer && buf.byteOffset === k.dest.byteOffset + k.filled) {
+      k.filled += n;
+    } else {
+      // Node asks for the next read's buffer right after each read, so the first read after the
+      // sink was set still went into a slab: move its bytes over (any beyond the body stay queued).
+      const chunk = slabs.taken(buf, n);
+      const take = Math.min(n, k.size - k.filled);
+      chunk.copy(k.dest, k.filled, 0, take);
+      k.filled += take;
+      if (take < n) this.reader.push(chunk.subarray(take));
+    }
+    if (!(k.filled <= k.size)) throw new Error(`block client: read past the reply body (${k.filled} of ${k.size} bytes)`);
+    if (k.filled === k.size) {
+      this.sink = null;
+      clearTimeout(k.timer);
+      k.resolve();
+    } else {
+      k.timer.refresh();
+    }
+  }
+
+  /**
+   * Reads the next `size` bytes of the stream into dest[0, size): what already arrived (with the
+   * reply header) is copied, the rest is read by the kernel straight into `dest`, with no
+   * intermediate buffer, so a caller reusing `dest` costs neither copies nor page faults.
+   */
+  async receiveInto(dest: Buffer, size: number): Promise<void> {
+    if (!(size <= dest.length)) throw new RangeError(`receiveInto: ${size} bytes do not fit in ${dest.length}`);
+    if (this.sink) throw new Error('receiveInto: a body is already being received');
+    let filled = 0;
+    // Only bytes already buffered are taken here (each read resolves at once: no socket read
+    // can slip in between), so the stream's order is kept when the sink takes over.
+    while (filled < size && this.reader.buffered > 0) {
+      const piece = (await this.reader.read(Math.min(this.reader.buffered, size - filled)))!;
+      piece.copy(dest, filled);
+      filled += piece.length;
+    }
+    if (filled === size) return;
+    if (this.dead) throw new ShortReadError(`connection closed after ${filled} of ${size} bytes`);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => this.failSink((at) => new ReadTimeoutError(`peer sent nothing for ${this.ioTimeoutMs} ms ${at}`)), this.ioTimeoutMs);
+      this.sink = { dest, filled, size, timer, resolve, reject };
+    });
+  }
+
+  /** Ends the body being received with the error `make` builds from where it stopped. */
+  private failSink(make: (at: string) => Error): void {
+    const k = this.sink;
+    if (!k) return;
+    this.sink = null;
+    clearTimeout(k.timer);
+    k.reject(make(`after ${k.filled} of ${k.size} bytes`));
   }
 }
 
@@ -133,8 +215,33 @@ export class BlockClient {
 
   /** The whole block. A service that finds the block missing or corrupted closes the connection. */
   async fetch(addr: BlockServiceAddress, blockId: bigint): Promise<Buffer> {
-    const chunks = await this.fetchChunks(addr, blockId);
-    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    let out: Buffer | null = null;
+    await this.fetchBody(addr, blockId, (size) => (out = Buffer.allocUnsafe(size)));
+    return out!;
+  }
+
+  /**
+   * The whole block read into dest[0, size), returning its size (a block larger than `dest` is an
+   * error). The kernel reads it straight into `dest`: a caller that reuses `dest` for block after
+   * block pays for no intermediate copy and no page faults on fresh memory.
+   */
+  fetchInto(addr: BlockServiceAddress, blockId: bigint, dest: Buffer): Promise<number> {
+    return this.fetchBody(addr, blockId, (size) => {
+      if (size > dest.length) throw new Error(`reply declares ${size} bytes, more than the ${dest.length} bytes given`);
+      return dest;
+    });
+  }
+
+  private fetchBody(addr: BlockServiceAddress, blockId: bigint, destFor: (size: number) => Buffer): Promise<number> {
+    const req = Buffer.concat([Buffer.of(BLOCK_MESSAGES.FETCH.reqKind), encode(BLOCK_MESSAGES.FETCH.req, { blockId })]);
+    return this.request(addr, 'fetch', blockId, async (c) => {
+      c.socket.write(req);
+      const resp = await this.response(c, BLOCK_MESSAGES.FETCH.respKind, 5);
+      const size = resp.readUInt32LE(1);
+      if (size > MAX_BLOCK_BYTES) throw new Error(`reply declares ${size} bytes, above ${MAX_BLOCK_BYTES}`);
+      await c.receiveInto(destFor(size), size);
+      return size;
+    });
   }
 
   /**
@@ -277,12 +384,11 @@ export class BlockClient {
         port: addr.port,
         noDelay: true,
         onread: {
-          buffer: () => slabs.next(),
+          buffer: () => (conn ? conn.readTarget(slabs) : slabs.next()),
           callback: (n: number, buf: Uint8Array): boolean => {
-            const chunk = slabs.taken(buf as Buffer, n);
             // Nothing is requested before the connection is up, so the Conn exists by now.
             if (!conn) throw new Error('block client: bytes before the connection was set up');
-            conn.reader.push(chunk); // pauses the socket itself at its high-water mark
+            conn.received(slabs, buf as Buffer, n);
             return true;
           },
         },
