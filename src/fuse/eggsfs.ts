@@ -29,6 +29,7 @@ import {
   S_IFREG,
   SetattrValid,
 } from './kernel.js';
+import { DirCache } from './dir-cache.js';
 import { HeldScanner, TgidCache } from './procfs.js';
 import { SequentialReader } from './reader.js';
 
@@ -161,6 +162,8 @@ export class EggsFs implements FuseFilesystem {
   /** Present with a mountpoint: decides whether a close was the last one (see flush). */
   private readonly heldScanner: HeldScanner | undefined;
   private readonly tgids = new TgidCache();
+  /** Whole listings of busy directories: lookups answered without a shard round trip. */
+  private readonly dirCache: DirCache;
 
   constructor(
     private readonly client: EggsClient,
@@ -169,12 +172,16 @@ export class EggsFs implements FuseFilesystem {
     this.uid = opts.uid ?? 0;
     this.gid = opts.gid ?? 0;
     this.heldScanner = opts.mountpoint ? new HeldScanner(opts.mountpoint.replace(/\/+$/, '') + '/') : undefined;
+    this.dirCache = new DirCache(ENTRY_TTL_MS, (dirId) => this.client.readDirId(dirId), monoMs, (dirId, err) =>
+      log.debug(`lookahead of directory 0x${dirId.toString(16)} failed: ${err.message}`),
+    );
     this.nodes.set(FUSE_ROOT_ID, { nodeid: FUSE_ROOT_ID, id: ROOT_DIR_INODE_ID, kind: 'directory', nlookup: 1n, size: 0, mtimeNs: 0n, fetchedAtMs: -Infinity });
   }
 
   /** Counts, for tests and logs. */
-  stats(): { nodes: number; handles: number; pending: number } {
-    return { nodes: this.nodes.size, handles: this.handles.size, pending: this.pendingByName.size };
+  stats(): { nodes: number; handles: number; pending: number; cachedDirs: number; cachedEntries: number } {
+    const d = this.dirCache.stats();
+    return { nodes: this.nodes.size, handles: this.handles.size, pending: this.pendingByName.size, cachedDirs: d.dirs, cachedEntries: d.entries };
   }
 
   // ---- nodes ---------------------------------------------------------------------------------
@@ -213,10 +220,11 @@ export class EggsFs implements FuseFilesystem {
     return n.kind === 'directory' ? DIR_ATTR_TTL_MS : FILE_ATTR_TTL_MS;
   }
 
-  private entryOf(n: Node): Entry {
+  /** `entryTtlMs`: less than ENTRY_TTL_MS for a name answered from a listing fetched earlier. */
+  private entryOf(n: Node, entryTtlMs = ENTRY_TTL_MS): Entry {
     n.nlookup++;
     const pending = n.pending !== undefined && n.id === 0n;
-    return { nodeid: n.nodeid, generation: 0n, attr: this.attrOf(n), entryTtlMs: pending ? 0 : ENTRY_TTL_MS, attrTtlMs: this.attrTtl(n) };
+    return { nodeid: n.nodeid, generation: 0n, attr: this.attrOf(n), entryTtlMs: pending ? 0 : entryTtlMs, attrTtlMs: this.attrTtl(n) };
   }
 
   /** The node for an EggsFS id, with attributes fresh enough to hand to the kernel. */
@@ -328,7 +336,10 @@ export class EggsFs implements FuseFilesystem {
       // Also known under its real id, for lookups that return it.
       this.cacheFileAttrs(id, p.written, n.mtimeNs);
       this.rememberChild(p.parentId, p.name, id);
+      if (!p.unlinked) this.dirCache.linked(p.parentId, p.name, id);
     } catch (err) {
+      // The link may or may not have landed.
+      this.dirCache.invalidate(p.parentId);
       p.linkError = err as Error;
       log.warn(`${p.name}: could not link the file: ${(err as Error).message}`);
     } finally {
@@ -371,6 +382,14 @@ export class EggsFs implements FuseFilesystem {
     const parentId = this.dirId(parent);
     const p = await this.pendingFor(ctx, parentId, name);
     if (p) return this.entryOf(p.node);
+    const cached = this.dirCache.probe(parentId, name);
+    if (cached) {
+      // As stale as the kernel's own entry cache may be: never older than ENTRY_TTL_MS in total.
+      if (cached.id === null) throw new FuseError(E.ENOENT);
+      this.rememberChild(parentId, name, cached.id);
+      return this.entryOf(await this.known(cached.id), cached.ttlMs);
+    }
+    this.dirCache.shardLookup(parentId);
     const { id } = await this.client.lookupAt(parentId, name);
     this.rememberChild(parentId, name, id);
     return this.entryOf(await this.known(id));
@@ -422,7 +441,8 @@ export class EggsFs implements FuseFilesystem {
     if (Buffer.byteLength(name) > NAME_MAX_BYTES) throw new FuseError(E.ENAMETOOLONG);
     const parentId = this.dirId(parent);
     if (this.pendingByName.has(this.key(parentId, name))) throw new FuseError(E.EEXIST);
-    const id = await this.client.mkdirAt(parentId, name);
+    const id = await this.mutating(parentId, () => this.client.mkdirAt(parentId, name));
+    this.dirCache.linked(parentId, name, id);
     const n = await this.known(id);
     return this.entryOf(n);
   }
@@ -439,12 +459,14 @@ export class EggsFs implements FuseFilesystem {
     }
     const known = this.childIds.get(key);
     this.childIds.delete(key);
-    if (known !== undefined) await this.client.unlinkKnownAt(parentId, name, known);
-    else await this.client.unlinkAt(parentId, name);
+    await this.mutating(parentId, () => (known !== undefined ? this.client.unlinkKnownAt(parentId, name, known) : this.client.unlinkAt(parentId, name)));
+    this.dirCache.removed(parentId, name);
   }
 
   async rmdir(_ctx: Context, parent: bigint, name: string): Promise<void> {
-    await this.client.rmdirAt(this.dirId(parent), name);
+    const parentId = this.dirId(parent);
+    await this.mutating(parentId, () => this.client.rmdirAt(parentId, name));
+    this.dirCache.removed(parentId, name);
   }
 
   async rename(_ctx: Context, parent: bigint, name: string, newParent: bigint, newName: string, flags: number): Promise<void> {
@@ -466,7 +488,27 @@ export class EggsFs implements FuseFilesystem {
     }
     this.childIds.delete(this.key(from, name));
     this.childIds.delete(this.key(to, newName));
-    await this.client.renameAt(from, name, to, newName);
+    const moved = this.dirCache.peek(from, name);
+    try {
+      await this.client.renameAt(from, name, to, newName);
+    } catch (err) {
+      this.dirCache.invalidate(from);
+      this.dirCache.invalidate(to);
+      throw err;
+    }
+    this.dirCache.removed(from, name);
+    if (moved !== undefined) this.dirCache.linked(to, newName, moved);
+    else this.dirCache.invalidate(to);
+  }
+
+  /** Runs a mutation of a directory; a failed one leaves its cached listing unknown. */
+  private async mutating<T>(dirId: bigint, op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      this.dirCache.invalidate(dirId);
+      throw err;
+    }
   }
 
   async open(ctx: Context, nodeid: bigint, flags: number): Promise<OpenResult> {
@@ -618,7 +660,16 @@ export class EggsFs implements FuseFilesystem {
     if (!h.entries || offset === 0n) {
       await this.settleDir(h.dirId);
       const list: DirEntry[] = [];
-      for await (const e of this.client.readDirId(h.dirId)) list.push(e);
+      // The listing is wanted here anyway: it also answers the lookups that usually follow.
+      const fill = this.dirCache.beginFill(h.dirId);
+      let ids: Map<string, bigint> | undefined;
+      try {
+        for await (const e of this.client.readDirId(h.dirId)) list.push(e);
+        ids = new Map();
+        for (const e of list) ids.set(e.name, e.id);
+      } finally {
+        this.dirCache.endFill(fill, ids);
+      }
       h.entries = list;
     }
     const entries = h.entries;
