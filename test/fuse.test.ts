@@ -13,6 +13,8 @@ import path from 'node:path';
 import { startEggsfs, tempDir, type Service } from './helpers/proc.js';
 import { startCluster, type TestCluster } from './helpers/cluster.js';
 import { mountEggsfs } from '../src/fuse/index.js';
+import { ENTRY_TTL_MS } from '../src/fuse/eggsfs.js';
+import { until } from './helpers/until.js';
 
 function sh(cmd: string, timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -303,6 +305,9 @@ test('EggsFS through a real FUSE mount', { timeout: 600_000, skip: NO_FUSE }, as
     try {
       assert.equal(await readFile(path.join(mnt2, 'shared'), 'utf8'), 'from mount 1');
       await writeFile(path.join(mnt2, 'back'), 'from mount 2');
+      // Another client's new name may take up to ENTRY_TTL_MS to show (mount 1 may answer from a
+      // directory listing it fetched earlier: src/fuse/dir-cache.ts); slack for a busy machine.
+      await until('mount 2\'s file through mount 1', () => readFile(m('back'), 'utf8').catch(() => undefined), ENTRY_TTL_MS + 2_000);
       assert.equal(await readFile(m('back'), 'utf8'), 'from mount 2');
       handle.process.kill('SIGKILL');
       await new Promise((r) => handle.process.once('exit', r));
