@@ -223,7 +223,8 @@ export class BlockClient {
   /**
    * The whole block read into dest[0, size), returning its size (a block larger than `dest` is an
    * error). The kernel reads it straight into `dest`: a caller that reuses `dest` for block after
-   * block pays for no intermediate copy and no page faults on fresh memory.
+   * block pays for no intermediate copy and no page faults on fresh memory. On a rejection `dest`
+   * may hold part of a reply (a refused block's prefix): its contents are then meaningless.
    */
   fetchInto(addr: BlockServiceAddress, blockId: bigint, dest: Buffer): Promise<number> {
     return this.fetchBody(addr, blockId, (size) => {
