@@ -74,7 +74,7 @@ export class ShardServer {
       release: db.prepare('RELEASE r'),
       rollbackTo: db.prepare('ROLLBACK TO r'),
     };
-    this.socket = dgram.createSocket({ type: 'udp4', recvBufferSize: SOCKET_RECV_BUFFER_BYTES });
+    this.socket = dgram.createSocket({ type: 'udp4', recvBufferSize: SOCKET_RECV_BUFFER_BYTES, lookup: numericLookup });
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo.address, rinfo.port));
     this.socket.on('error', (err) => this.log.warn(`shard ${store.shard}: socket error: ${err.message}`));
   }
@@ -228,6 +228,14 @@ export class ShardServer {
     // closure costs more than the send itself at these rates.
     this.socket.send(buf, to.port, to.address);
   }
+}
+
+/**
+ * Answers go only to the numeric address a request came from (rinfo), which needs no resolving:
+ * dgram's default dns.lookup would defer every send to a process.nextTick.
+ */
+function numericLookup(address: string, _options: unknown, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  callback(null, address, 4);
 }
 
 export function describeCode(code: number): string {
