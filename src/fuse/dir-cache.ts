@@ -83,7 +83,8 @@ export class DirCache {
   probe(dirId: bigint, name: string): Probe | undefined {
     const l = this.listings.get(dirId);
     if (!l) return undefined;
-    const ttlMs = l.startedAtMs + this.ttlMs - this.nowMs();
+    // Whole milliseconds: the kernel is handed seconds and nanoseconds.
+    const ttlMs = Math.floor(l.startedAtMs + this.ttlMs - this.nowMs());
     if (ttlMs <= 0) return undefined;
     l.hits++;
     this.listings.delete(dirId); // most recently used last
