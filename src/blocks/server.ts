@@ -10,7 +10,7 @@ import { decode } from '../proto/bincode.js';
 import { blockEraseCertificate, blockEraseProof, blockWriteProof, cbcMac, macEquals } from '../proto/crypto.js';
 import { crc32c, crcFromBytes, crcToBytes } from '../proto/crc32c.js';
 import { eggsNow } from '../proto/time.js';
-import { ByteBudget, ExactReader, ReadTimeoutError, ShortReadError, writeWithDrain } from '../util/exact-reader.js';
+import { ByteBudget, drained, ExactReader, ReadTimeoutError, ShortReadError, writeWithDrain } from '../util/exact-reader.js';
 import type { Logger } from '../util/log.js';
 import type { BlockInfo, BlockStore } from './store.js';
 
@@ -73,29 +73,6 @@ class ReadBufferPool {
 
 /** Shared by every service of the process. */
 const fetchBuffers = new ReadBufferPool(READ_CHUNK_BYTES, FETCH_POOL_MAX_FREE_BUFFERS);
-
-/**
- * Resolves once at most `queueBytes` wait in user space, so a stream keeps the kernel's buffer
- * full without queueing the whole block; rejects if the peer stops reading.
- */
-function drained(socket: net.Socket, queueBytes: number, stallTimeoutMs: number): Promise<void> {
-  if (socket.writableLength <= queueBytes) return Promise.resolve();
-  // More than the high-water mark is queued, so a write returned false and 'drain' will come.
-  return new Promise<void>((resolve, reject) => {
-    const done = (err?: Error) => {
-      clearTimeout(timer);
-      socket.off('drain', onDrain);
-      socket.off('close', onClose);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onDrain = () => done();
-    const onClose = () => done(new ShortReadError('connection closed while sending'));
-    const timer = setTimeout(() => done(new ReadTimeoutError(`peer read nothing for ${stallTimeoutMs} ms`)), stallTimeoutMs);
-    socket.on('drain', onDrain);
-    socket.on('close', onClose);
-  });
-}
 
 /** fs.read resolving to the byte count (promisify of fs.read gives an object). */
 function readFd(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {

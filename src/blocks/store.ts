@@ -73,11 +73,11 @@ async function statIfExists(p: string): Promise<fs.Stats | null> {
   }
 }
 
-/** Size and CRC of a whole file. */
-async function fileCrc(p: string): Promise<BlockInfo> {
+/** Size and CRC of a whole file, read `chunkBytes` at a time. */
+async function fileCrc(p: string, chunkBytes = RECOVERY_READ_BYTES): Promise<BlockInfo> {
   const fh = await fsp.open(p, 'r');
   try {
-    const buf = Buffer.allocUnsafe(RECOVERY_READ_BYTES);
+    const buf = Buffer.allocUnsafe(chunkBytes);
     let crc = 0;
     let size = 0;
     for (;;) {
@@ -496,27 +496,14 @@ export class BlockStore {
 
   /** Size and CRC of the bytes on disk (null: no such block). Reads the whole file. */
   async diskCrc(blockId: bigint, chunkBytes: number): Promise<BlockInfo | null> {
-    let fh: FileHandle;
     try {
-      fh = await fsp.open(this.blockPath(blockId), 'r');
+      return await fileCrc(this.blockPath(blockId), chunkBytes);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw err;
     }
-    try {
-      const buf = Buffer.allocUnsafe(chunkBytes);
-      let crc = 0;
-      let size = 0;
-      for (;;) {
-        const r = await fh.read(buf, 0, buf.length, size);
-        if (r.bytesRead === 0) return { sizeBytes: size, crc };
-        crc = crc32c(buf.subarray(0, r.bytesRead), crc);
-        size += r.bytesRead;
-      }
-    } finally {
-      await fh.close();
-    }
   }
+
 
   /** fileSize, synchronously: a stat of a cached dentry, cheaper than a thread-pool trip. */
   fileSizeSync(blockId: bigint): number | null {

@@ -233,13 +233,18 @@ export class BlockClient {
     });
   }
 
+  /** Sends a fetch request and reads its reply header: the block's size (bounded). */
+  private async fetchHeader(c: Conn, blockId: bigint): Promise<number> {
+    c.socket.write(Buffer.concat([Buffer.of(BLOCK_MESSAGES.FETCH.reqKind), encode(BLOCK_MESSAGES.FETCH.req, { blockId })]));
+    const resp = await this.response(c, BLOCK_MESSAGES.FETCH.respKind, 5);
+    const size = resp.readUInt32LE(1);
+    if (size > MAX_BLOCK_BYTES) throw new Error(`reply declares ${size} bytes, above ${MAX_BLOCK_BYTES}`);
+    return size;
+  }
+
   private fetchBody(addr: BlockServiceAddress, blockId: bigint, destFor: (size: number) => Buffer): Promise<number> {
-    const req = Buffer.concat([Buffer.of(BLOCK_MESSAGES.FETCH.reqKind), encode(BLOCK_MESSAGES.FETCH.req, { blockId })]);
     return this.request(addr, 'fetch', blockId, async (c) => {
-      c.socket.write(req);
-      const resp = await this.response(c, BLOCK_MESSAGES.FETCH.respKind, 5);
-      const size = resp.readUInt32LE(1);
-      if (size > MAX_BLOCK_BYTES) throw new Error(`reply declares ${size} bytes, above ${MAX_BLOCK_BYTES}`);
+      const size = await this.fetchHeader(c, blockId);
       await c.receiveInto(destFor(size), size);
       return size;
     });
@@ -251,12 +256,8 @@ export class BlockClient {
    * error: a reply cut short never yields partial data.
    */
   async fetchChunks(addr: BlockServiceAddress, blockId: bigint): Promise<Buffer[]> {
-    const req = Buffer.concat([Buffer.of(BLOCK_MESSAGES.FETCH.reqKind), encode(BLOCK_MESSAGES.FETCH.req, { blockId })]);
     return this.request(addr, 'fetch', blockId, async (c) => {
-      c.socket.write(req);
-      const resp = await this.response(c, BLOCK_MESSAGES.FETCH.respKind, 5);
-      const size = resp.readUInt32LE(1);
-      if (size > MAX_BLOCK_BYTES) throw new Error(`reply declares ${size} bytes, above ${MAX_BLOCK_BYTES}`);
+      const size = await this.fetchHeader(c, blockId);
       const out: Buffer[] = [];
       for await (const chunk of c.reader.chunks(size)) out.push(chunk);
       return out;

@@ -266,7 +266,17 @@ export class ExactReader {
  * space, so a stream keeps the kernel's buffer full); rejects if the peer stops reading.
  */
 export function writeWithDrain(socket: Socket, buf: Uint8Array, stallTimeoutMs: number, queueBytes = 0): Promise<void> {
-  if (socket.write(buf) || socket.writableLength <= queueBytes) return Promise.resolve();
+  if (socket.write(buf)) return Promise.resolve();
+  return drained(socket, queueBytes, stallTimeoutMs);
+}
+
+/**
+ * Resolves once at most `queueBytes` wait in user space (writes already made); rejects if the
+ * peer stops reading for `stallTimeoutMs` or the connection closes.
+ */
+export function drained(socket: Socket, queueBytes: number, stallTimeoutMs: number): Promise<void> {
+  if (socket.writableLength <= queueBytes) return Promise.resolve();
+  // More than the high-water mark is queued, so a write returned false and 'drain' will come.
   return new Promise<void>((resolve, reject) => {
     const done = (err?: Error) => {
       clearTimeout(timer);
