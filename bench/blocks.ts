@@ -5,6 +5,9 @@
 //          ratio's baseline, since every block is acknowledged only once durable)
 //          and dd ... conv=fdatasync (the same total synced once at the end: the disk's streaming
 //          write, shown for reference)
+//   fetch: fetchInto with one reused block-sized buffer per client (a streaming consumer with
+//          bounded memory, as dd and cat reuse theirs); fetchChunks (fresh receive memory per
+//          block) in a second column against the same cat baseline
 //   read:  dd if=F of=/dev/null bs=S, with F's page cache dropped first (cold, like our fetch),
 //          dd iflag=direct bs=1M (the disk without the page cache's readahead), and `cat` of the
 //          very block files our service stored, cold, with as many cat processes as clients (the
@@ -99,6 +102,17 @@ async function pool<T>(items: T[], workers: number, fn: (item: T) => Promise<voi
   );
 }
 
+/** As pool, each worker with its own state (a buffer it reuses for every item). */
+async function poolWith<T, S>(items: T[], workers: number, state: () => S, fn: (item: T, s: S) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      const s = state();
+      while (next < items.length) await fn(items[next++]!, s);
+    }),
+  );
+}
+
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(baseDir, 'eggsfs-bench-blocks-'));
   const storeDir = path.join(dir, 'store');
@@ -116,7 +130,7 @@ async function main(): Promise<void> {
     const addr = { ip: '127.0.0.1', port };
     const client = new BlockClient();
     console.log(`block service benchmark: fresh directory ${dir} (${os.cpus().length} cores); ${totalMiB} MiB per case (at least one block per client), median [range] of ${reps} alternating runs; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
-    console.log('size     clients  write MiB/s        dd dsync write     ratio  dd fdatasync       fetch MiB/s        dd cold read       ratio  dd direct read     ratio  cat blocks         ratio');
+    console.log('size     clients  write MiB/s        dd dsync write     ratio  dd fdatasync       fetchInto MiB/s    dd cold read       ratio  dd direct read     ratio  cat blocks         ratio  fetchChunks MiB/s  ratio');
     let idSeq = 0n;
     for (const sizeMiB of sizesMiB) {
       const size = Math.min(MAX_BLOCK_BYTES, Math.round(sizeMiB * MiB));
@@ -134,6 +148,7 @@ async function main(): Promise<void> {
         const bd: number[] = [];
         const bs: number[] = [];
         const bc: number[] = [];
+        const fc: number[] = [];
         for (let rep = 0; rep < reps; rep++) {
           // Distinct ids, spread over the shard sub-directories like real ones.
           const ids = Array.from({ length: count }, (_, i) => (((eggsNow() >> 8n) + (idSeq += 1n)) << 8n) | BigInt(i & 0xff));
@@ -143,18 +158,27 @@ async function main(): Promise<void> {
           });
           const writeS = Number(process.hrtime.bigint() - t0) / 1e9;
           for (const id of ids) dropCache(path.join(storeDir, blockRelativePath(id)));
+          // fetchInto, each worker reusing one block-sized buffer: a streaming consumer with
+          // bounded memory (as dd and cat reuse theirs); no copy, no page faults on fresh memory.
           const t1 = process.hrtime.bigint();
+          await poolWith(ids, clients, () => Buffer.alloc(size), async (id, dest) => {
+            if ((await client.fetchInto(addr, id, dest)) !== size) throw new Error('short fetch');
+          });
+          const fetchS = Number(process.hrtime.bigint() - t1) / 1e9;
+          for (const id of ids) dropCache(path.join(storeDir, blockRelativePath(id)));
+          // fetchChunks: fresh receive memory for every block (what the file reader used).
+          const t2 = process.hrtime.bigint();
           await pool(ids, clients, async (id) => {
-            // fetchChunks: what a streaming reader uses; no copy of the block into one buffer.
             const got = await client.fetchChunks(addr, id);
             if (got.reduce((a, c) => a + c.length, 0) !== size) throw new Error('short fetch');
           });
-          const fetchS = Number(process.hrtime.bigint() - t1) / 1e9;
+          const chunksS = Number(process.hrtime.bigint() - t2) / 1e9;
           const files = ids.map((id) => path.join(storeDir, blockRelativePath(id)));
           bc.push(catFiles(files, clients, count * size));
           const base = diskBaseline(dir, size, count);
           w.push((count * size) / MiB / writeS);
           f.push((count * size) / MiB / fetchS);
+          fc.push((count * size) / MiB / chunksS);
           bw.push(base.writeMiBs);
           br.push(base.readMiBs);
           bd.push(base.directReadMiBs);
@@ -164,7 +188,7 @@ async function main(): Promise<void> {
         }
         const ratio = (a: number[], b: number[]) => (median(a) / median(b)).toFixed(2).padStart(5);
         console.log(
-          `${sizeMiB.toFixed(sizeMiB % 1 ? 1 : 0).padStart(4)} MiB ${String(clients).padStart(7)}  ${fig(w).padEnd(17)}  ${fig(bw).padEnd(17)}  ${ratio(w, bw)}  ${fig(bs).padEnd(17)}  ${fig(f).padEnd(17)}  ${fig(br).padEnd(17)}  ${ratio(f, br)}  ${fig(bd).padEnd(17)}  ${ratio(f, bd)}  ${fig(bc).padEnd(17)}  ${ratio(f, bc)}`,
+          `${sizeMiB.toFixed(sizeMiB % 1 ? 1 : 0).padStart(4)} MiB ${String(clients).padStart(7)}  ${fig(w).padEnd(17)}  ${fig(bw).padEnd(17)}  ${ratio(w, bw)}  ${fig(bs).padEnd(17)}  ${fig(f).padEnd(17)}  ${fig(br).padEnd(17)}  ${ratio(f, br)}  ${fig(bd).padEnd(17)}  ${ratio(f, bd)}  ${fig(bc).padEnd(17)}  ${ratio(f, bc)}  ${fig(fc).padEnd(17)}  ${ratio(fc, bc)}`,
         );
       }
     }
