@@ -4,10 +4,9 @@
 // from SQLite's rows (src/shard/readdir.ts), so this checks that path against proto's codecs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import dgram from 'node:dgram';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { startShards, type ShardFixture } from './helpers/shard-proc.js';
+import { rawUdpRequest, startShards, type ShardFixture } from './helpers/shard-proc.js';
 import { ErrorCode } from '../src/proto/errors.js';
 import { EXTRA_BIT, InodeType, ROOT_DIR_INODE_ID } from '../src/proto/ids.js';
 import { AS_OF_NOW } from '../src/proto/time.js';
@@ -38,19 +37,7 @@ async function createFile(dir: bigint, name: Buffer): Promise<bigint> {
 }
 
 function rawRequest(datagram: Buffer, timeoutMs = 2_000): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket('udp4');
-    const timer = setTimeout(() => {
-      s.close();
-      reject(new Error('no answer'));
-    }, timeoutMs);
-    s.on('message', (m) => {
-      clearTimeout(timer);
-      s.close();
-      resolve(m);
-    });
-    s.send(datagram, fx.basePort, '127.0.0.1');
-  });
+  return rawUdpRequest(datagram, fx.basePort, timeoutMs);
 }
 
 /** Every edge of the directory, through FULL_READ_DIR, without the ownership bit. */

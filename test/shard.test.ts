@@ -2,10 +2,9 @@
 // error of metadata.md §4, the ten ShardTests scenarios of §10, and the §8 [bug]s fixed.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import dgram from 'node:dgram';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { startShards, waitForBlockServices, type ShardFixture } from './helpers/shard-proc.js';
+import { rawUdpRequest, startShards, waitForBlockServices, type ShardFixture } from './helpers/shard-proc.js';
 import { ErrorCode } from '../src/proto/errors.js';
 import { ROOT_DIR_INODE_ID, EXTRA_BIT, InodeType, inodeType, shardOf } from '../src/proto/ids.js';
 import { AS_OF_NOW } from '../src/proto/time.js';
@@ -608,19 +607,7 @@ test('VISIT_DIRECTORIES lists the shard\'s directories', async () => {
 // Envelope errors (metadata.md §1.5) over raw datagrams
 
 function rawRequest(datagram: Buffer, shard = 0, timeoutMs = 2_000): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket('udp4');
-    const timer = setTimeout(() => {
-      s.close();
-      reject(new Error('no answer'));
-    }, timeoutMs);
-    s.on('message', (m) => {
-      clearTimeout(timer);
-      s.close();
-      resolve(m);
-    });
-    s.send(datagram, fx.basePort + shard, '127.0.0.1');
-  });
+  return rawUdpRequest(datagram, fx.basePort + shard, timeoutMs);
 }
 
 test('envelope: MALFORMED_REQUEST, NOT_AUTHORISED, no answer without a request id', async () => {

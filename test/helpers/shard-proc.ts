@@ -1,6 +1,7 @@
 // Shard processes for tests: `eggsfs shard` on free ports with a temp dir, a fixture shuckle, and
 // a UdpTransport that signs privileged kinds with the default CDC key.
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
 import { UdpTransport } from '../../src/client/transport.js';
 import { EggsError, errorName } from '../../src/proto/errors.js';
 import type { ShardKindName, ShardReq, ShardResp } from '../../src/proto/messages.js';
@@ -79,4 +80,21 @@ export async function waitForBlockServices(fx: ShardFixture, timeoutMs = 10_000)
     if (Date.now() > deadline) throw new Error(`shard never learnt its block services\n${fx.proc.stderr()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** Sends one raw datagram to a UDP port and resolves with the first answer (rejects 'no answer'). */
+export function rawUdpRequest(datagram: Buffer, port: number, timeoutMs = 2_000): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket('udp4');
+    const timer = setTimeout(() => {
+      s.close();
+      reject(new Error('no answer'));
+    }, timeoutMs);
+    s.on('message', (m) => {
+      clearTimeout(timer);
+      s.close();
+      resolve(m);
+    });
+    s.send(datagram, port, '127.0.0.1');
+  });
 }
