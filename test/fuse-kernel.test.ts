@@ -1,7 +1,7 @@
 // The FUSE kernel-protocol layer, mounted for real on /dev/fuse over the tiny in-memory filesystem
 // (`eggsfs mount --memfs`): every request kind the kernel sends for ordinary shell commands, big
 // reads and writes, directories larger than one readdir buffer, many requests at once, and a clean
-// unmount on SIGTERM.
+// unmount on SIGTERM; with the device read on the event loop (the default) and by reader threads.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -27,7 +27,12 @@ function mounted(mnt: string): boolean {
   return readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mnt);
 }
 
-test('kernel protocol over an in-memory filesystem', { timeout: 120_000, skip: NO_FUSE }, async (t) => {
+const READER_MODES: [string, string[]][] = [
+  ['event-loop reader', []],
+  ['4 reader threads', ['--readers', '4']],
+];
+
+for (const [mode, readerArgs] of READER_MODES) test(`kernel protocol over an in-memory filesystem (${mode})`, { timeout: 120_000, skip: NO_FUSE }, async (t) => {
   const dir = tempDir('fuse-kernel');
   const mnt = path.join(dir.path, 'mnt');
   await mkdir(mnt);
@@ -37,7 +42,7 @@ test('kernel protocol over an in-memory filesystem', { timeout: 120_000, skip: N
     if (mounted(mnt)) await sh(`umount -l ${mnt}`);
     dir.remove();
   });
-  svc = startEggsfs(['mount', mnt, '--memfs']);
+  svc = startEggsfs(['mount', mnt, '--memfs', ...readerArgs]);
   await svc.waitFor(/^ready mount /);
   assert.ok(mounted(mnt), 'mounted');
 
@@ -101,6 +106,7 @@ test('kernel protocol over an in-memory filesystem', { timeout: 120_000, skip: N
     const code = await svc!.kill('SIGTERM');
     assert.equal(code, 0);
     assert.ok(!mounted(mnt), 'no longer mounted');
+    assert.doesNotMatch(svc!.stderr(), /Warning|reader ended|failed/, 'no warnings from the reader');
     svc = undefined;
   });
 });

@@ -28,6 +28,8 @@ import {
   S_IFLNK,
   S_IFREG,
   SetattrValid,
+  STATS,
+  recordPhase,
 } from './kernel.js';
 import { DirCache } from './dir-cache.js';
 import { HeldScanner, TgidCache } from './procfs.js';
@@ -614,10 +616,14 @@ export class EggsFs implements FuseFilesystem {
     const query = { pids: [closer, p.creatorTgid], name: p.name, nodeid: p.node.nodeid };
     // A process writing several files at once closes them at about the same time: their scans
     // (of that process's descriptors) can share one pass.
+    const scanStartMs = STATS ? performance.now() : 0;
     const held = await this.heldScanner.held(query, (this.pendingPerTgid.get(closer) ?? 0) > 1);
+    if (STATS) recordPhase('close: descriptor scan', scanStartMs);
     if (held || p.settled || p.handles !== 1) return; // still open, or settled by another close meanwhile
+    const settleStartMs = STATS ? performance.now() : 0;
     p.settled = this.settle(p);
     await p.settled;
+    if (STATS) recordPhase('close: link (after the scan)', settleStartMs);
     if (p.linkError) throw p.linkError;
   }
 

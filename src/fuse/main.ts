@@ -21,7 +21,7 @@ options:
   --span-bytes N      bytes per span of new files (default 8 MiB)
   --timeout-ms N      time to wait for each metadata answer before resending (default 2000)
   --read-ahead-spans N  spans a reader fetches ahead of the kernel's reads (default 2)
-  --readers N         threads reading /dev/fuse (default ${DEFAULT_READERS})
+  --readers N         threads reading /dev/fuse; 0: the event loop reads it (default ${DEFAULT_READERS})
   --debug             log every failed request
 `;
 
@@ -32,7 +32,7 @@ export async function run(argv: string[]): Promise<number> {
     'span-bytes': { kind: 'int', min: 256, max: 64 << 20 },
     'timeout-ms': { kind: 'int', min: 1, max: 600_000 },
     'read-ahead-spans': { kind: 'int', min: 1, max: 64 },
-    readers: { kind: 'int', min: 1, max: 64, default: DEFAULT_READERS },
+    readers: { kind: 'int', min: 0, max: 64, default: DEFAULT_READERS },
     debug: { kind: 'flag' },
     memfs: { kind: 'flag' }, // the kernel-protocol test's in-memory filesystem
   }, { positionals: true, unknown: (a) => `unknown option ${a}\n\n${HELP}` });
