@@ -12,6 +12,7 @@ import { crc32c, crcFromBytes, crcToBytes } from '../proto/crc32c.js';
 import { eggsNow } from '../proto/time.js';
 import { ByteBudget, drained, ExactReader, ReadTimeoutError, ShortReadError, writeWithDrain } from '../util/exact-reader.js';
 import type { Logger } from '../util/log.js';
+import { Pipeline, type Slot } from './pipeline.js';
 import type { BlockInfo, BlockStore } from './store.js';
 
 export interface BlockServerLimits {
@@ -45,6 +46,13 @@ const FETCH_SOCKET_QUEUE_BYTES = 4 << 20;
 const FETCH_READ_AHEAD_CHUNKS = 4;
 /** Idle fetch read buffers kept for reuse, over the whole process (32 MiB). */
 const FETCH_POOL_MAX_FREE_BUFFERS = 32;
+/**
+ * Requests one connection may have in progress (received or being received, not yet answered):
+ * a client that pipelines keeps the disk busy with one block while sending the next.
+ */
+const MAX_PIPELINE_DEPTH = 4;
+/** A connection closed after a failure waits at most this long for the peer's side to close too. */
+const CLOSE_LINGER_MS = 2_000;
 /** During a write, ask the disk to start writing back every this many bytes (see write()). */
 const EARLY_SYNC_BYTES = 8 << 20;
 
@@ -81,6 +89,15 @@ function readFd(fd: number, buf: Buffer, offset: number, length: number, positio
 
 class Refusal extends Error {
   override readonly name = 'Refusal';
+}
+
+/** One connection's state, shared by its requests. */
+interface Conn {
+  socket: net.Socket;
+  reader: ExactReader;
+  pipe: Pipeline;
+  /** This connection's writes in progress, by block id: a later fetch of the block waits for them. */
+  writing: Map<bigint, Promise<void>>;
 }
 
 function hexId(id: bigint): string {
@@ -127,46 +144,121 @@ export class BlockServer {
     this.sockets.add(socket);
     socket.on('close', () => this.sockets.delete(socket));
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-    const reader = new ExactReader(socket, { highWaterBytes: this.limits.connectionBufferBytes, idleTimeoutMs: this.limits.idleTimeoutMs, budget: this.budget });
-    this.session(socket, reader).catch((err: Error) => {
+    let closed = false;
+    const close = (err: Error) => {
+      if (closed) return;
+      closed = true;
       // A peer hanging up or going silent is routine; a refusal is worth a warning; anything
       // else (ENOSPC, EIO, ...) is our problem.
       const level = err instanceof ShortReadError || err instanceof ReadTimeoutError ? 'info' : err instanceof Refusal ? 'warn' : 'error';
       this.log[level](`${this.store.dir}: closing connection from ${peer}: ${err.message}`);
-      socket.destroy();
+      this.closeAfterResponses(socket);
+    };
+    const reader = new ExactReader(socket, { highWaterBytes: this.limits.connectionBufferBytes, idleTimeoutMs: this.limits.idleTimeoutMs, budget: this.budget });
+    const pipe = new Pipeline({ maxDepth: MAX_PIPELINE_DEPTH, maxHeldBytes: this.limits.connectionBufferBytes }, this.budget, close);
+    const conn: Conn = { socket, reader, pipe, writing: new Map() };
+    this.session(conn).catch(async (err: Error) => {
+      // The requests before the one that could not be read are owed their responses.
+      await pipe.allAnswered().catch(() => {});
+      close(err);
     });
   }
 
-  private async session(socket: net.Socket, reader: ExactReader): Promise<void> {
+  /**
+   * Closes a connection without writing anything more, but after what earlier requests already
+   * wrote: destroy() would drop what is still queued in user space (up to FETCH_SOCKET_QUEUE_BYTES
+   * of an earlier fetch), so end() sends it, then the FIN.
+   */
+  private closeAfterResponses(socket: net.Socket): void {
+    if (socket.destroyed) return;
+    const lingerMs = Math.min(CLOSE_LINGER_MS, this.limits.idleTimeoutMs);
+    const timer = setTimeout(() => socket.destroy(), lingerMs);
+    socket.once('close', () => clearTimeout(timer));
+    // Half-open sockets: once both sides are done, nothing more can happen.
+    socket.once('end', () => socket.destroy());
+    socket.end(() => socket.readableEnded && socket.destroy());
+  }
+
+  /**
+   * Reads requests and starts each as soon as the previous one released the connection (a write
+   * once its bytes are in and its commit started, a fetch once its file is open); responses go
+   * out in request order (see Pipeline).
+   */
+  private async session(c: Conn): Promise<void> {
+    const { socket, reader, pipe } = c;
     for (;;) {
+      await pipe.room();
+      await this.bytesOrIdle(c);
+      if (pipe.failed) return;
       const kind = await reader.read(1, true);
+      if (pipe.failed) return;
       if (kind === null) {
+        await pipe.allAnswered();
         socket.end();
         return;
       }
-      switch (kind[0]) {
-        case BLOCK_MESSAGES.WRITE.reqKind:
-          await this.write(socket, reader);
-          break;
-        case BLOCK_MESSAGES.FETCH.reqKind:
-          await this.fetch(socket, reader);
-          break;
-        case BLOCK_MESSAGES.CRC.reqKind:
-          await this.crc(socket, reader);
-          break;
-        case BLOCK_MESSAGES.ERASE.reqKind:
-          await this.erase(socket, reader);
-          break;
-        case BLOCK_MESSAGES.STATS.reqKind:
-          await this.stats(socket, reader);
-          break;
-        default:
-          throw new Refusal(`unknown request kind 0x${kind[0]!.toString(16).padStart(2, '0')}`);
-      }
+      await pipe.start(this.handler(c, kind[0]!));
     }
   }
 
-  private async write(socket: net.Socket, reader: ExactReader): Promise<void> {
+  private handler(c: Conn, kind: number): (slot: Slot) => Promise<void> {
+    switch (kind) {
+      case BLOCK_MESSAGES.WRITE.reqKind:
+        return (slot) => this.write(c, slot);
+      case BLOCK_MESSAGES.FETCH.reqKind:
+        return (slot) => this.fetch(c, slot);
+      // These run once every earlier request is answered: an erase or a crc must observe earlier
+      // writes of its block, and stats their counts. They are rare enough not to overlap.
+      case BLOCK_MESSAGES.CRC.reqKind:
+        return async (slot) => {
+          await slot.turn;
+          await this.crc(c.socket, c.reader);
+        };
+      case BLOCK_MESSAGES.ERASE.reqKind:
+        return async (slot) => {
+          await slot.turn;
+          await this.erase(c.socket, c.reader);
+        };
+      case BLOCK_MESSAGES.STATS.reqKind:
+        return async (slot) => {
+          await slot.turn;
+          await this.stats(c.socket, c.reader);
+        };
+      default:
+        return () => Promise.reject(new Refusal(`unknown request kind 0x${kind.toString(16).padStart(2, '0')}`));
+    }
+  }
+
+  /**
+   * Waits until the client sent more or every request in progress is answered. A client may wait
+   * for responses before it sends more, so the idle timeout of the next read starts only then.
+   */
+  private async bytesOrIdle(c: Conn): Promise<void> {
+    const { socket, reader, pipe } = c;
+    if (reader.buffered > 0 || pipe.idle || pipe.failed || socket.readableEnded || socket.destroyed) return;
+    let wake!: () => void;
+    const arrived = new Promise<void>((r) => (wake = r));
+    socket.on('data', wake);
+    socket.on('end', wake);
+    socket.on('close', wake);
+    try {
+      await Promise.race([arrived, pipe.drained()]);
+    } finally {
+      socket.off('data', wake);
+      socket.off('end', wake);
+      socket.off('close', wake);
+    }
+  }
+
+  /** Writes a response once every earlier response is out (slot.turn). */
+  private async respond(c: Conn, slot: Slot, resp: Buffer): Promise<void> {
+    await slot.turn;
+    if (c.socket.destroyed) throw new ShortReadError('connection closed before the response');
+    await writeWithDrain(c.socket, resp, this.limits.idleTimeoutMs);
+  }
+
+  private async write(c: Conn, slot: Slot): Promise<void> {
+    const reader = c.reader;
     const header = (await reader.read(24))!;
     const req = decode(BLOCK_MESSAGES.WRITE.req, header);
     const id = hexId(req.blockId);
@@ -181,6 +273,27 @@ export class BlockServer {
     if (req.size > this.limits.maxBlockBytes) throw new Refusal(`write ${id}: ${req.size} bytes exceeds the limit of ${this.limits.maxBlockBytes}`);
     const wantCrc = crcFromBytes(req.crc32);
 
+    // Registered before the session can read the next request, which may fetch this block.
+    let writeSettled!: () => void;
+    const settled = new Promise<void>((r) => (writeSettled = r));
+    c.writing.set(req.blockId, settled);
+    try {
+      await this.storeBlock(reader, slot, req, wantCrc);
+    } finally {
+      writeSettled();
+      if (c.writing.get(req.blockId) === settled) c.writing.delete(req.blockId);
+    }
+    const resp = Buffer.allocUnsafe(17);
+    resp[0] = BLOCK_MESSAGES.WRITE.respKind;
+    resp.writeBigUInt64LE(req.blockId, 1);
+    blockWriteProof(this.store.secretKey, req.blockId).copy(resp, 9);
+    // Only now is the block durable: the proof never leaves before.
+    await this.respond(c, slot, resp);
+  }
+
+  /** Receives a write's body and makes the block durable (or finds it already stored). */
+  private async storeBlock(reader: ExactReader, slot: Slot, req: { blockId: bigint; size: number }, wantCrc: number): Promise<void> {
+    const id = hexId(req.blockId);
     await this.store.exclusive(req.blockId, async () => {
       const existing = this.store.recorded(req.blockId);
       // Synchronous existence check: a stat of microseconds (see BlockStore.fileSizeSync).
@@ -229,7 +342,10 @@ export class BlockServer {
         if (inFlight) await inFlight;
         inFlight = null;
         if (crc !== wantCrc) throw new Refusal(`write ${id}: data CRC ${crc.toString(16)} does not match the header's ${wantCrc.toString(16)}`);
-        await pending.commit({ sizeBytes: req.size, crc }, batch);
+        const committed = pending.commit({ sizeBytes: req.size, crc }, batch);
+        // Every byte is in and the commit under way: the next request may be received meanwhile.
+        slot.release(batchBytes);
+        await committed;
       } catch (err) {
         // Never close the file under a write still in flight.
         if (inFlight) await (inFlight as Promise<void>).catch(() => {});
@@ -237,11 +353,6 @@ export class BlockServer {
         throw err;
       }
     });
-    const resp = Buffer.allocUnsafe(17);
-    resp[0] = BLOCK_MESSAGES.WRITE.respKind;
-    resp.writeBigUInt64LE(req.blockId, 1);
-    blockWriteProof(this.store.secretKey, req.blockId).copy(resp, 9);
-    await writeWithDrain(socket, resp, this.limits.idleTimeoutMs);
   }
 
   /** Whether the stored bytes of a recorded block still match its record. */
@@ -255,9 +366,13 @@ export class BlockServer {
    * matches the one recorded at write time: on a mismatch the connection closes short, so the
    * client sees a truncated reply (an error), never a complete corrupted block.
    */
-  private async fetch(socket: net.Socket, reader: ExactReader): Promise<void> {
-    const { blockId } = decode(BLOCK_MESSAGES.FETCH.req, (await reader.read(8))!);
+  private async fetch(c: Conn, slot: Slot): Promise<void> {
+    const socket = c.socket;
+    const { blockId } = decode(BLOCK_MESSAGES.FETCH.req, (await c.reader.read(8))!);
     const id = hexId(blockId);
+    // An earlier write of this block on this connection comes first (requests are in order).
+    const writing = c.writing.get(blockId);
+    if (writing) await writing;
     let fd: number;
     try {
       fd = await openFd(this.store.blockPath(blockId), 'r');
@@ -270,6 +385,9 @@ export class BlockServer {
       const rec = this.store.recorded(blockId);
       const size = rec ? rec.sizeBytes : fs.fstatSync(fd).size;
       if (size > MAX_BLOCK_BYTES) throw new Refusal(`fetch ${id}: ${size} bytes on disk, above the protocol limit`);
+      // The file is open: what we send no longer depends on later requests (a later write or
+      // erase of this block replaces or unlinks the name, not this open file).
+      slot.release(0);
       const head = Buffer.allocUnsafe(5);
       head[0] = BLOCK_MESSAGES.FETCH.respKind;
       head.writeUInt32LE(size, 1);
@@ -277,8 +395,9 @@ export class BlockServer {
       let headSent = false;
       let crc = 0;
       let pos = 0;
+      const chunkBytesAt = (at: number) => Math.min(READ_CHUNK_BYTES, size - at);
       const readAt = async (at: number): Promise<Buffer> => {
-        const len = Math.min(READ_CHUNK_BYTES, size - at);
+        const len = chunkBytesAt(at);
         const buf = fetchBuffers.take();
         try {
           let got = 0;
@@ -293,23 +412,39 @@ export class BlockServer {
         }
         return buf;
       };
-      // Up to FETCH_READ_AHEAD_CHUNKS reads in flight, so the disk always has work queued.
+      // Up to FETCH_READ_AHEAD_CHUNKS reads in flight, so the disk always has work queued; while
+      // earlier responses are still being sent, only the first chunk (bounded memory per
+      // connection, and it is what hides the disk's latency).
       const inFlight: Promise<Buffer>[] = [];
       let issued = 0;
+      let maxInFlight = 1;
       const refill = () => {
-        while (inFlight.length < FETCH_READ_AHEAD_CHUNKS && issued < size) {
+        while (inFlight.length < maxInFlight && issued < size) {
           const p = readAt(issued);
           p.catch(() => {}); // awaited below, or settled before the file is closed
           inFlight.push(p);
-          issued += Math.min(READ_CHUNK_BYTES, size - issued);
+          issued += chunkBytesAt(issued);
         }
       };
       try {
         refill();
         while (inFlight.length > 0) {
           const buf = await inFlight.shift()!;
-          const len = Math.min(READ_CHUNK_BYTES, size - pos);
+          const len = chunkBytesAt(pos);
           const cur = len === buf.length ? buf : buf.subarray(0, len);
+          if (!headSent) {
+            try {
+              await slot.turn;
+            } catch (err) {
+              fetchBuffers.give(buf);
+              throw err;
+            }
+            if (socket.destroyed) {
+              fetchBuffers.give(buf);
+              throw new ShortReadError('connection closed before the response');
+            }
+            maxInFlight = FETCH_READ_AHEAD_CHUNKS;
+          }
           pos += len;
           refill();
           crc = crc32c(cur, crc);
@@ -330,13 +465,16 @@ export class BlockServer {
           }
           await drained(socket, FETCH_SOCKET_QUEUE_BYTES, this.limits.idleTimeoutMs);
         }
-        if (!headSent) socket.write(head); // an empty block
+        if (!headSent) {
+          // An empty block.
+          if (rec && rec.crc !== 0) throw new Refusal(`fetch ${id}: corrupted: empty on disk`);
+          await this.respond(c, slot, head);
+        }
       } finally {
         // Reads still in flight after a failure: let them finish before the file is closed,
         // and take their buffers back.
         for (const r of await Promise.allSettled(inFlight)) if (r.status === 'fulfilled') fetchBuffers.give(r.value);
       }
-      if (size === 0 && rec && rec.crc !== 0) throw new Refusal(`fetch ${id}: corrupted: empty on disk`);
     } finally {
       // No reads are in flight here; the close need not delay the next request.
       fs.close(fd, (err) => err && this.log.warn(`fetch ${id}: closing the block file: ${err.message}`));
