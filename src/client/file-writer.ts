@@ -131,10 +131,12 @@ export class EggsFileWriter implements FileWriter {
     private readonly parentId: bigint,
     name: string,
     private readonly parity: number,
+    /** A transient file constructed ahead (in parentId's shard), else one is constructed now. */
+    constructed?: Promise<{ id: bigint; cookie: bigint }>,
   ) {
     this.name = nameBytes(name);
     this.spanBytes = core.opts.spanBytes;
-    this.file = core.shard('CONSTRUCT_FILE', parentId, { type: InodeType.FILE });
+    this.file = constructed ?? core.shard('CONSTRUCT_FILE', parentId, { type: InodeType.FILE });
     this.file.catch(() => {}); // surfaced by the first flush or close
   }
 

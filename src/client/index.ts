@@ -433,10 +433,19 @@ export class EggsClient {
     );
   }
 
-  createFile(parentId: bigint, name: string, opts: { parity?: number } = {}): FileWriter {
+  /**
+   * `opts.constructed`: a transient file from `constructFile` in parentId's shard (the FUSE mount
+   * constructs them ahead of creates); else the writer constructs one.
+   */
+  createFile(parentId: bigint, name: string, opts: { parity?: number; constructed?: Promise<{ id: bigint; cookie: bigint }> } = {}): FileWriter {
     const parity = opts.parity ?? this.core.opts.parity;
     checkParity(parity);
-    return new EggsFileWriter(this.core, parentId, name, parity);
+    return new EggsFileWriter(this.core, parentId, name, parity, opts.constructed);
+  }
+
+  /** A new transient file in the shard of `dirId` (CONSTRUCT_FILE), to hand to createFile later. */
+  constructFile(dirId: bigint): Promise<{ id: bigint; cookie: bigint }> {
+    return this.core.shard('CONSTRUCT_FILE', dirId, { type: InodeType.FILE });
   }
 
   /** Up to `length` bytes from `offset`; short at EOF. */

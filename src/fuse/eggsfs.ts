@@ -31,6 +31,7 @@ import {
   STATS,
   recordPhase,
 } from './kernel.js';
+import { ConstructPool } from './construct-pool.js';
 import { DirCache } from './dir-cache.js';
 import { HeldScanner, TgidCache } from './procfs.js';
 import { SequentialReader } from './reader.js';
@@ -166,6 +167,8 @@ export class EggsFs implements FuseFilesystem {
   private readonly tgids = new TgidCache();
   /** Whole listings of busy directories: lookups answered without a shard round trip. */
   private readonly dirCache: DirCache;
+  /** Transient files constructed ahead, so that a close's link need not wait for one. */
+  private readonly constructPool: ConstructPool;
 
   constructor(
     private readonly client: EggsClient,
@@ -177,6 +180,7 @@ export class EggsFs implements FuseFilesystem {
     this.dirCache = new DirCache(ENTRY_TTL_MS, (dirId) => this.client.readDirId(dirId), monoMs, (dirId, err) =>
       log.debug(`lookahead of directory 0x${dirId.toString(16)} failed: ${err.message}`),
     );
+    this.constructPool = new ConstructPool((dirId) => this.client.constructFile(dirId), monoMs);
     this.nodes.set(FUSE_ROOT_ID, { nodeid: FUSE_ROOT_ID, id: ROOT_DIR_INODE_ID, kind: 'directory', nlookup: 1n, size: 0, mtimeNs: 0n, fetchedAtMs: -Infinity });
   }
 
@@ -342,6 +346,7 @@ export class EggsFs implements FuseFilesystem {
     } catch (err) {
       // The link may or may not have landed.
       this.dirCache.invalidate(p.parentId);
+      this.constructPool.drop(p.parentId);
       p.linkError = err as Error;
       log.warn(`${p.name}: could not link the file: ${(err as Error).message}`);
     } finally {
@@ -559,12 +564,13 @@ export class EggsFs implements FuseFilesystem {
       settledResolve,
       settledPromise,
     };
-    // The writer sends CONSTRUCT_FILE at once; sending wakes the shard (50-90 µs of this thread
-    // here), so it goes out just after the reply: the caller's write or close comes later anyway.
+    // The writer gets a transient file constructed ahead (during the previous create in this
+    // shard), and the next one is constructed at once; sending wakes the shard (50-90 µs of this
+    // thread here), so it goes out just after the reply: the caller's write or close comes later.
     p.chain = new Promise<void>((resolve) =>
       setImmediate(() => {
         try {
-          p.writer = this.client.createFile(parentId, name);
+          p.writer = this.client.createFile(parentId, name, { constructed: this.constructPool.take(parentId) });
         } catch (err) {
           p.failure = err as Error;
         }
