@@ -13,12 +13,19 @@
 //          very block files our service stored, cold, with as many cat processes as clients (the
 //          same files and syscalls as our fetch, without the network: its ceiling)
 // Before each fetch phase the blocks' page cache is dropped too (dd oflag=nocache), so fetches
-// read the disk rather than memory.
+// read the disk rather than memory. "client CPU" is this process's user+system seconds per GiB
+// fetched with fetchInto (the service's CPU is not counted).
+//
+// With 1 client, the same writes and cold fetchInto runs again on one pipelined connection
+// (BlockClient.pipeline) with each of `depths` requests in flight (fresh block ids, the fetch
+// reusing `depth` buffers), against the same rep's dd dsync and cat baselines; the one-at-a-time
+// figures above stay. A service that answers one request at a time makes this no faster; one that
+// reads the next request while the previous commits lets transfers overlap commits.
 //
 // Each figure is the median of `reps` alternating runs of ours and the disk's, with the range;
 // ratios are of medians.
 //
-//   node dist/bench/blocks.js [--dir BASE] [--total-mib 256] [--sizes 1,10,max] [--clients 1,8] [--reps 3]
+//   node dist/bench/blocks.js [--dir BASE] [--total-mib 256] [--sizes 1,10,max] [--clients 1,8] [--reps 3] [--depths 2,4]
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -47,6 +54,10 @@ const sizesMiB = arg('sizes', '1,10,max')
   .map((x) => (x === 'max' ? MAX_BLOCK_BYTES / MiB : Number(x)));
 const clientCounts = arg('clients', '1,8').split(',').map(Number);
 const reps = Number(arg('reps', '3'));
+const depths = arg('depths', '2,4')
+  .split(',')
+  .filter((x) => x !== '')
+  .map(Number);
 
 function dropCache(file: string): void {
   spawnSync('dd', [`of=${file}`, 'oflag=nocache', 'conv=notrunc,fdatasync', 'count=0', 'status=none']);
@@ -130,7 +141,7 @@ async function main(): Promise<void> {
     const addr = { ip: '127.0.0.1', port };
     const client = new BlockClient();
     console.log(`block service benchmark: fresh directory ${dir} (${os.cpus().length} cores); ${totalMiB} MiB per case (at least one block per client), median [range] of ${reps} alternating runs; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
-    console.log('size     clients  write MiB/s        dd dsync write     ratio  dd fdatasync       fetchInto MiB/s    dd cold read       ratio  dd direct read     ratio  cat blocks         ratio  fetchChunks MiB/s  ratio');
+    console.log('size     clients  write MiB/s        dd dsync write     ratio  dd fdatasync       fetchInto MiB/s    dd cold read       ratio  dd direct read     ratio  cat blocks         ratio  fetchChunks MiB/s  ratio  client CPU s/GiB');
     let idSeq = 0n;
     for (const sizeMiB of sizesMiB) {
       const size = Math.min(MAX_BLOCK_BYTES, Math.round(sizeMiB * MiB));
@@ -149,22 +160,34 @@ async function main(): Promise<void> {
         const bs: number[] = [];
         const bc: number[] = [];
         const fc: number[] = [];
+        const cpu: number[] = [];
+        // Per pipeline depth (1 client only): write and cold fetchInto MiB/s.
+        const pw = depths.map(() => [] as number[]);
+        const pf = depths.map(() => [] as number[]);
+        // Distinct ids, spread over the shard sub-directories like real ones.
+        const newIds = () => Array.from({ length: count }, (_, i) => (((eggsNow() >> 8n) + (idSeq += 1n)) << 8n) | BigInt(i & 0xff));
+        const cert = (id: bigint) => blockWriteCertificate(key, id, crcToBytes(crc), size);
+        const removeBlocks = (ids: bigint[]) => {
+          for (const id of ids) fs.rmSync(path.join(storeDir, blockRelativePath(id)), { force: true });
+        };
         for (let rep = 0; rep < reps; rep++) {
-          // Distinct ids, spread over the shard sub-directories like real ones.
-          const ids = Array.from({ length: count }, (_, i) => (((eggsNow() >> 8n) + (idSeq += 1n)) << 8n) | BigInt(i & 0xff));
+          const ids = newIds();
           const t0 = process.hrtime.bigint();
           await pool(ids, clients, async (id) => {
-            await client.write(addr, id, crc, data, blockWriteCertificate(key, id, crcToBytes(crc), size));
+            await client.write(addr, id, crc, data, cert(id));
           });
           const writeS = Number(process.hrtime.bigint() - t0) / 1e9;
           for (const id of ids) dropCache(path.join(storeDir, blockRelativePath(id)));
           // fetchInto, each worker reusing one block-sized buffer: a streaming consumer with
           // bounded memory (as dd and cat reuse theirs); no copy, no page faults on fresh memory.
           const t1 = process.hrtime.bigint();
+          const cpu0 = process.cpuUsage();
           await poolWith(ids, clients, () => Buffer.alloc(size), async (id, dest) => {
             if ((await client.fetchInto(addr, id, dest)) !== size) throw new Error('short fetch');
           });
           const fetchS = Number(process.hrtime.bigint() - t1) / 1e9;
+          const cpuUsed = process.cpuUsage(cpu0);
+          cpu.push((cpuUsed.user + cpuUsed.system) / 1e6 / ((count * size) / 2 ** 30));
           for (const id of ids) dropCache(path.join(storeDir, blockRelativePath(id)));
           // fetchChunks: fresh receive memory for every block (what the file reader used).
           const t2 = process.hrtime.bigint();
@@ -173,6 +196,28 @@ async function main(): Promise<void> {
             if (got.reduce((a, c) => a + c.length, 0) !== size) throw new Error('short fetch');
           });
           const chunksS = Number(process.hrtime.bigint() - t2) / 1e9;
+          if (clients === 1) {
+            for (const [di, depth] of depths.entries()) {
+              const pids = newIds();
+              const certs = pids.map(cert);
+              const conn = await client.pipeline(addr, { depth });
+              const t3 = process.hrtime.bigint();
+              await Promise.all(pids.map((id, i) => conn.write(id, crc, data, certs[i]!)));
+              pw[di]!.push((count * size) / MiB / (Number(process.hrtime.bigint() - t3) / 1e9));
+              for (const id of pids) dropCache(path.join(storeDir, blockRelativePath(id)));
+              // Request i reuses request i-depth's buffer: it is sent only once that one is answered.
+              const dests = Array.from({ length: depth }, () => Buffer.alloc(size));
+              const t4 = process.hrtime.bigint();
+              await Promise.all(
+                pids.map(async (id, i) => {
+                  if ((await conn.fetchInto(id, dests[i % depth]!)) !== size) throw new Error('short fetch');
+                }),
+              );
+              pf[di]!.push((count * size) / MiB / (Number(process.hrtime.bigint() - t4) / 1e9));
+              conn.close();
+              removeBlocks(pids);
+            }
+          }
           const files = ids.map((id) => path.join(storeDir, blockRelativePath(id)));
           bc.push(catFiles(files, clients, count * size));
           const base = diskBaseline(dir, size, count);
@@ -184,12 +229,18 @@ async function main(): Promise<void> {
           bd.push(base.directReadMiBs);
           bs.push(base.streamWriteMiBs);
           // Remove this run's blocks so the directory stays small and fresh.
-          for (const id of ids) fs.rmSync(path.join(storeDir, blockRelativePath(id)), { force: true });
+          removeBlocks(ids);
         }
         const ratio = (a: number[], b: number[]) => (median(a) / median(b)).toFixed(2).padStart(5);
         console.log(
-          `${sizeMiB.toFixed(sizeMiB % 1 ? 1 : 0).padStart(4)} MiB ${String(clients).padStart(7)}  ${fig(w).padEnd(17)}  ${fig(bw).padEnd(17)}  ${ratio(w, bw)}  ${fig(bs).padEnd(17)}  ${fig(f).padEnd(17)}  ${fig(br).padEnd(17)}  ${ratio(f, br)}  ${fig(bd).padEnd(17)}  ${ratio(f, bd)}  ${fig(bc).padEnd(17)}  ${ratio(f, bc)}  ${fig(fc).padEnd(17)}  ${ratio(fc, bc)}`,
+          `${sizeMiB.toFixed(sizeMiB % 1 ? 1 : 0).padStart(4)} MiB ${String(clients).padStart(7)}  ${fig(w).padEnd(17)}  ${fig(bw).padEnd(17)}  ${ratio(w, bw)}  ${fig(bs).padEnd(17)}  ${fig(f).padEnd(17)}  ${fig(br).padEnd(17)}  ${ratio(f, br)}  ${fig(bd).padEnd(17)}  ${ratio(f, bd)}  ${fig(bc).padEnd(17)}  ${ratio(f, bc)}  ${fig(fc).padEnd(17)}  ${ratio(fc, bc)}  ${median(cpu).toFixed(2)} [${Math.min(...cpu).toFixed(2)}-${Math.max(...cpu).toFixed(2)}]`,
         );
+        for (const [di, depth] of depths.entries()) {
+          if (clients !== 1) break;
+          console.log(
+            `${''.padStart(8)} 1, depth ${String(depth).padStart(2)}  ${fig(pw[di]!).padEnd(17)}  (vs dd dsync)      ${ratio(pw[di]!, bw)}  (one at a time ${ratio(pw[di]!, w)}x)  fetchInto ${fig(pf[di]!).padEnd(17)}  vs cat ${ratio(pf[di]!, bc)}  (one at a time ${ratio(pf[di]!, f)}x)`,
+          );
+        }
       }
     }
     console.log(`load average at the end: ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
