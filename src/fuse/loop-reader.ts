@@ -34,6 +34,8 @@ function pipeBinding(): PipeBinding | undefined {
  * Reads requests from `fd` on this thread: `onRequest` gets each request in a buffer of its own;
  * `onEnd` is called once when reading stops (the error code: ENODEV once unmounted). The
  * descriptor then belongs to the reader: it is closed when reading ends, never by the caller.
+ * Undefined when this Node has no such reader (use threads); throws if the descriptor cannot be
+ * watched.
  */
 export function startLoopReader(
   fd: number,
@@ -44,7 +46,10 @@ export function startLoopReader(
   const binding = pipeBinding();
   if (!binding) return undefined;
   const handle = new binding.Pipe(binding.constants.SOCKET);
-  if (handle.open(fd) !== 0) return undefined;
+  // No falling back to threads past this point: opening may have made the descriptor
+  // non-blocking, and a reader thread would then spin on EAGAIN.
+  const rc = handle.open(fd);
+  if (rc !== 0) throw new Error(`cannot watch /dev/fuse on the event loop (libuv error ${rc})`);
   // One read of the device returns exactly one request, and needs room for the largest.
   const buffer = Buffer.allocUnsafe(bufferBytes);
   let ended = false;
