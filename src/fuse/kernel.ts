@@ -461,6 +461,7 @@ class Session implements FuseSession {
           log.warn(`${OP_NAMES[h.opcode] ?? h.opcode} node ${h.nodeid}: ${(err as Error)?.message ?? String(err)}`);
         }
         this.replyError(h.unique, errno);
+        if (STATS) recordOp(h.opcode, startNs, true);
       },
     );
   }
@@ -696,7 +697,9 @@ function writeOutHeader(b: Buffer, len: number, errno: number, unique: bigint): 
  * requests (recordPhase: a close's descriptor scan, its link), logged when the session ends.
  */
 export const STATS = process.env.EGGSFS_FUSE_STATS === '1';
+/** Per opcode, and per opcode + ERROR_STATS_KEY for requests answered with an error. */
 const opStats = new Map<number, { count: number; totalUs: number }>();
+const ERROR_STATS_KEY = 1 << 16;
 /** Samples kept per phase (the first ones). */
 const MAX_PHASE_SAMPLES = 100_000;
 const phaseUs = new Map<string, number[]>();
@@ -706,21 +709,25 @@ export function recordPhase(name: string, startMs: number): void {
   if (!a) phaseUs.set(name, (a = []));
   if (a.length < MAX_PHASE_SAMPLES) a.push((performance.now() - startMs) * 1000);
 }
-function recordOp(opcode: number, startNs: bigint): void {
-  const s = opStats.get(opcode) ?? { count: 0, totalUs: 0 };
+function recordOp(opcode: number, startNs: bigint, failed = false): void {
+  const key = failed ? opcode + ERROR_STATS_KEY : opcode;
+  const s = opStats.get(key) ?? { count: 0, totalUs: 0 };
   s.count++;
   s.totalUs += Number(process.hrtime.bigint() - startNs) / 1000;
-  opStats.set(opcode, s);
+  opStats.set(key, s);
 }
 export function logOpStats(): void {
   if (!STATS) return;
   for (const [name, a] of phaseUs) {
     a.sort((x, y) => x - y);
     const at = (q: number) => a[Math.min(a.length - 1, Math.floor(a.length * q))]!.toFixed(1);
-    log.info(`${name}: ${a.length} samples, median ${at(0.5)} us (p10 ${at(0.1)}, p90 ${at(0.9)})`);
+    const meanUs = a.reduce((x, y) => x + y, 0) / a.length;
+    log.info(`${name}: ${a.length} samples, median ${at(0.5)} us (p10 ${at(0.1)}, p90 ${at(0.9)}, p99 ${at(0.99)}, mean ${meanUs.toFixed(1)})`);
   }
-  for (const [op, s] of [...opStats].sort((a, b) => b[1].count - a[1].count)) {
-    log.info(`${OP_NAMES[op] ?? op}: ${s.count} requests, ${(s.totalUs / s.count).toFixed(1)} us each`);
+  for (const [key, s] of [...opStats].sort((a, b) => b[1].count - a[1].count)) {
+    const op = key % ERROR_STATS_KEY;
+    const what = key >= ERROR_STATS_KEY ? ' answered with an error' : '';
+    log.info(`${OP_NAMES[op] ?? op}: ${s.count} requests${what}, ${(s.totalUs / s.count).toFixed(1)} us each`);
   }
 }
 
