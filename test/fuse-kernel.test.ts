@@ -27,12 +27,12 @@ function mounted(mnt: string): boolean {
   return readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mnt);
 }
 
-const READER_MODES: [string, string[]][] = [
-  ['event-loop reader', []],
-  ['4 reader threads', ['--readers', '4']],
+const READER_MODES: [string, string[], number][] = [
+  ['event-loop reader', [], 0],
+  ['4 reader threads', ['--readers', '4'], 4],
 ];
 
-for (const [mode, readerArgs] of READER_MODES) test(`kernel protocol over an in-memory filesystem (${mode})`, { timeout: 120_000, skip: NO_FUSE }, async (t) => {
+for (const [mode, readerArgs, readerThreads] of READER_MODES) test(`kernel protocol over an in-memory filesystem (${mode})`, { timeout: 120_000, skip: NO_FUSE }, async (t) => {
   const dir = tempDir('fuse-kernel');
   const mnt = path.join(dir.path, 'mnt');
   await mkdir(mnt);
@@ -43,8 +43,9 @@ for (const [mode, readerArgs] of READER_MODES) test(`kernel protocol over an in-
     dir.remove();
   });
   svc = startEggsfs(['mount', mnt, '--memfs', ...readerArgs]);
-  await svc.waitFor(/^ready mount /);
+  const ready = await svc.waitFor(/^ready mount /);
   assert.ok(mounted(mnt), 'mounted');
+  assert.equal((JSON.parse(ready.replace(/^ready mount /, '')) as { readerThreads: number }).readerThreads, readerThreads, ready);
 
   await t.test('files: create, write, read, stat', async () => {
     const r = await sh(`cd ${mnt} && echo hello > a && cat a && stat -c '%s %F' a`);

@@ -200,6 +200,8 @@ export interface FuseSession {
   unmount(): Promise<void>;
   /** Negotiated values, for tests and logs. */
   readonly negotiated: { minor: number; flags: number; maxWrite: number; maxReadahead: number } | undefined;
+  /** Threads reading /dev/fuse; 0: the event loop reads it. */
+  readonly readerThreads: number;
 }
 
 /** Requests answered as soon as the kernel interrupts them: they have no side effects. */
@@ -267,6 +269,10 @@ class Session implements FuseSession {
   readonly closed: Promise<void>;
   private resolveClosed!: () => void;
   private readonly workers: Worker[] = [];
+
+  get readerThreads(): number {
+    return this.workers.length;
+  }
   /** Set when requests are read on the event loop instead of by threads (readers: 0). */
   private loopReader: LoopReader | undefined;
   private liveReaders = 0;

@@ -91,7 +91,7 @@ export async function run(argv: string[]): Promise<number> {
   process.on('unhandledRejection', (err) => log.error(`unexpected rejection (the mount stays up): ${(err as Error)?.stack ?? String(err)}`));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  announceReady('mount', { mountpoint, shuckle: opts.shuckleUrl, pid: process.pid });
+  announceReady('mount', { mountpoint, shuckle: opts.shuckleUrl, pid: process.pid, readerThreads: m.session.readerThreads });
   await m.session.closed;
   await m.client?.close();
   log.info(`${mountpoint} unmounted`);
