@@ -1,7 +1,8 @@
-// The FUSE session: mounts a filesystem on /dev/fuse, negotiates FUSE_INIT, reads requests with
-// several reader threads, dispatches them to a `FuseFilesystem` and writes the replies. Every
-// request is served as its own async task, so many are in flight at once; whatever a filesystem
-// method throws becomes an errno reply (EIO if it names none): no request can take the mount down.
+// The FUSE session: mounts a filesystem on /dev/fuse, negotiates FUSE_INIT, reads requests on the
+// event loop (or with reader threads), dispatches them to a `FuseFilesystem` and writes the
+// replies. Every request is served as its own async task, so many are in flight at once; whatever a
+// filesystem method throws becomes an errno reply (EIO if it names none): no request can take the
+// mount down.
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, writeSync, writevSync, statSync } from 'node:fs';
 import { stat as statAsync, writeFile } from 'node:fs/promises';
@@ -269,10 +270,6 @@ class Session implements FuseSession {
   readonly closed: Promise<void>;
   private resolveClosed!: () => void;
   private readonly workers: Worker[] = [];
-
-  get readerThreads(): number {
-    return this.workers.length;
-  }
   /** Set when requests are read on the event loop instead of by threads (readers: 0). */
   private loopReader: LoopReader | undefined;
   private liveReaders = 0;
@@ -289,6 +286,10 @@ class Session implements FuseSession {
     private readonly opts: MountOptions,
   ) {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+  }
+
+  get readerThreads(): number {
+    return this.workers.length;
   }
 
   start(readers: number): void {
@@ -699,8 +700,9 @@ function writeOutHeader(b: Buffer, len: number, errno: number, unique: bigint): 
 }
 
 /**
- * EGGSFS_FUSE_STATS=1: per-opcode counts and service times, and the median of named phases of
- * requests (recordPhase: a close's descriptor scan, its link), logged when the session ends.
+ * EGGSFS_FUSE_STATS=1: per-opcode counts and service times (answers and errors apart), and the
+ * distribution of named phases of requests (recordPhase: a close's descriptor scan, its link),
+ * logged when the session ends.
  */
 export const STATS = process.env.EGGSFS_FUSE_STATS === '1';
 /** Per opcode, and per opcode + ERROR_STATS_KEY for requests answered with an error. */

@@ -95,6 +95,6 @@ export async function run(argv: string[]): Promise<number> {
   await m.session.closed;
   await m.client?.close();
   log.info(`${mountpoint} unmounted`);
-  // Reader threads have ended (ENODEV); nothing else keeps the process.
+  // The reader (event loop or threads) has ended (ENODEV); nothing else keeps the process.
   process.exit(0);
 }
