@@ -395,6 +395,10 @@ export class BlockServer {
       let headSent = false;
       let crc = 0;
       let pos = 0;
+      // One read per READ_CHUNK_BYTES, the first one too. Measured and not kept (1 MiB blocks,
+      // 1 client, cold, fetch/cat, 3 alternating runs each): a 256 KiB first read so that the
+      // send starts sooner, 0.50-0.61 vs 0.46-0.60; the first MiB in four 256 KiB reads,
+      // 0.39-0.52. Pipelined fetches hide the disk's latency instead.
       const chunkBytesAt = (at: number) => Math.min(READ_CHUNK_BYTES, size - at);
       const readAt = async (at: number): Promise<Buffer> => {
         const len = chunkBytesAt(at);
@@ -413,13 +417,13 @@ export class BlockServer {
         return buf;
       };
       // Up to FETCH_READ_AHEAD_CHUNKS reads in flight, so the disk always has work queued; while
-      // earlier responses are still being sent, only the first chunk (bounded memory per
-      // connection, and it is what hides the disk's latency).
+      // earlier responses are still being sent, only the first READ_CHUNK_BYTES (bounded memory
+      // per connection, and it is what hides the disk's latency).
       const inFlight: Promise<Buffer>[] = [];
       let issued = 0;
-      let maxInFlight = 1;
+      let aheadBytes = READ_CHUNK_BYTES;
       const refill = () => {
-        while (inFlight.length < maxInFlight && issued < size) {
+        while (inFlight.length < FETCH_READ_AHEAD_CHUNKS && issued < size && issued - pos < aheadBytes) {
           const p = readAt(issued);
           p.catch(() => {}); // awaited below, or settled before the file is closed
           inFlight.push(p);
@@ -443,7 +447,7 @@ export class BlockServer {
               fetchBuffers.give(buf);
               throw new ShortReadError('connection closed before the response');
             }
-            maxInFlight = FETCH_READ_AHEAD_CHUNKS;
+            aheadBytes = FETCH_READ_AHEAD_CHUNKS * READ_CHUNK_BYTES;
           }
           pos += len;
           refill();
