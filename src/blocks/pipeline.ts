@@ -36,7 +36,10 @@ export class Pipeline {
   /** Settles once every request started so far has been answered (or one failed). */
   private answered: Promise<void> = Promise.resolve();
   private failure: Error | null = null;
+  /** Woken at every request's end and at the failure. */
   private waiters: (() => void)[] = [];
+  /** Called once no request is in progress, or at the failure. */
+  private readonly idleWaiters = new Set<() => void>();
 
   constructor(
     private readonly limits: PipelineLimits,
@@ -67,13 +70,16 @@ export class Pipeline {
     while (!this.failure && (this.depth >= this.limits.maxDepth || this.heldBytes >= this.limits.maxHeldBytes)) await this.change();
   }
 
-  /** Resolves once no request is in progress (or the pipeline failed). */
-  async drained(): Promise<void> {
-    while (!this.failure && this.depth > 0) await this.change();
+  /**
+   * Calls `cb` once no request is in progress or the pipeline failed (not if that is already
+   * so); returns the function that cancels it.
+   */
+  onIdle(cb: () => void): () => void {
+    this.idleWaiters.add(cb);
+    return () => this.idleWaiters.delete(cb);
   }
 
-  /** Resolves at the next request's end or failure. */
-  change(): Promise<void> {
+  private change(): Promise<void> {
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
@@ -128,5 +134,10 @@ export class Pipeline {
     const ws = this.waiters;
     this.waiters = [];
     for (const w of ws) w();
+    if ((this.depth === 0 || this.failure) && this.idleWaiters.size > 0) {
+      const idle = [...this.idleWaiters];
+      this.idleWaiters.clear();
+      for (const w of idle) w();
+    }
   }
 }

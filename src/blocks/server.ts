@@ -167,16 +167,24 @@ export class BlockServer {
   /**
    * Closes a connection without writing anything more, but after what earlier requests already
    * wrote: destroy() would drop what is still queued in user space (up to FETCH_SOCKET_QUEUE_BYTES
-   * of an earlier fetch), so end() sends it, then the FIN.
+   * of an earlier fetch), and closing while the peer's bytes are unread resets the connection,
+   * which can discard what the kernel has not delivered yet. So end() sends it all, then the FIN,
+   * and the socket is destroyed once the peer has closed its side too, or after a bounded wait.
    */
   private closeAfterResponses(socket: net.Socket): void {
     if (socket.destroyed) return;
-    const lingerMs = Math.min(CLOSE_LINGER_MS, this.limits.idleTimeoutMs);
-    const timer = setTimeout(() => socket.destroy(), lingerMs);
+    // A peer that reads nothing is dropped after the idle timeout.
+    let timer = setTimeout(() => socket.destroy(), this.limits.idleTimeoutMs);
     socket.once('close', () => clearTimeout(timer));
-    // Half-open sockets: once both sides are done, nothing more can happen.
-    socket.once('end', () => socket.destroy());
-    socket.end(() => socket.readableEnded && socket.destroy());
+    const bothDone = () => {
+      if (socket.writableFinished && socket.readableEnded) socket.destroy();
+    };
+    socket.once('end', bothDone);
+    socket.end(() => {
+      bothDone();
+      clearTimeout(timer);
+      timer = setTimeout(() => socket.destroy(), Math.min(CLOSE_LINGER_MS, this.limits.idleTimeoutMs));
+    });
   }
 
   /**
@@ -237,13 +245,15 @@ export class BlockServer {
     const { socket, reader, pipe } = c;
     if (reader.buffered > 0 || pipe.idle || pipe.failed || socket.readableEnded || socket.destroyed) return;
     let wake!: () => void;
-    const arrived = new Promise<void>((r) => (wake = r));
+    const woken = new Promise<void>((r) => (wake = r));
     socket.on('data', wake);
     socket.on('end', wake);
     socket.on('close', wake);
+    const cancel = pipe.onIdle(wake);
     try {
-      await Promise.race([arrived, pipe.drained()]);
+      await woken;
     } finally {
+      cancel();
       socket.off('data', wake);
       socket.off('end', wake);
       socket.off('close', wake);
