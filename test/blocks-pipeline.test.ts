@@ -299,8 +299,9 @@ describe('block service: pipelined requests on one connection', () => {
     assert.deepEqual(await client.fetch({ ip: '127.0.0.1', port: bs.port }, recent), recentData);
   });
 
-  test('a client that waits for responses before sending more is not timed out while they are produced', async () => {
-    // Requests in progress are not idleness: the connection stays usable for the next burst.
+  test('rounds of pipelined writes on one connection, each round waiting for its responses', async () => {
+    // Between rounds every request is answered and the service waits for more bytes: the
+    // connection stays usable for the next round.
     const s = net.connect(bs.port, '127.0.0.1');
     await new Promise<void>((r) => s.once('connect', () => r()));
     const received: Buffer[] = [];
