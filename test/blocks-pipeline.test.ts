@@ -262,6 +262,15 @@ describe('block service: pipelined requests on one connection', () => {
     const got4 = await burst(bs.port, [{ bytes: fetchReq(large.id) }, { bytes: fetchReq(freshId()) }], undefined, 2);
     assertBytes(got4, fetchResp(large.data), 'a fetch of a missing block behind a fetch, read slowly');
 
+    // A refused write's body is not read as requests, even when it holds a valid one (and an
+    // earlier write is still committing, so the refusal is not yet reported).
+    const before = { id: freshId(), data: payload(2 * MiB, 84) };
+    const inner = { id: freshId(), data: payload(2000, 85) };
+    const innerReq = writeReq(bs.key, inner.id, inner.data);
+    const got5 = await burst(bs.port, [{ bytes: writeReq(bs.key, before.id, before.data) }, { bytes: writeReq(bs.key, freshId(), innerReq, { badCert: true }) }]);
+    assertBytes(got5, writeResp(bs.key, before.id), 'a write, then a refused write holding a valid one');
+    assert.ok(!fs.existsSync(path.join(bs.dir, blockRelativePath(inner.id))), 'a write inside a refused write\'s body was stored');
+
     // An unknown kind byte behind two writes.
     const two = [0, 1].map((i) => ({ id: freshId(), data: payload(500_000, 90 + i) }));
     const got3 = await burst(bs.port, [...two.map((b) => ({ bytes: writeReq(bs.key, b.id, b.data) })), { bytes: Buffer.from('?') }, { bytes: fetchReq(two[0]!.id) }]);

@@ -35,10 +35,15 @@ export class Pipeline {
   private heldBytes = 0;
   /** Settles once every request started so far has been answered (or one failed). */
   private answered: Promise<void> = Promise.resolve();
+  /**
+   * A request failed: nothing more is read from the connection (the bytes after a refused request
+   * are not requests). Set at once, while the failure is reported only in request order.
+   */
+  private stopped = false;
   private failure: Error | null = null;
-  /** Woken at every request's end and at the failure. */
+  /** Woken at every request's end. */
   private waiters: (() => void)[] = [];
-  /** Called once no request is in progress, or at the failure. */
+  /** Called once no request is in progress, or once one failed. */
   private readonly idleWaiters = new Set<() => void>();
 
   constructor(
@@ -51,8 +56,9 @@ export class Pipeline {
     assert(limits.maxDepth >= 1 && limits.maxHeldBytes > 0, 'pipeline limits must be positive');
   }
 
+  /** A request failed: read no further requests. */
   get failed(): boolean {
-    return this.failure !== null;
+    return this.stopped;
   }
 
   /** No request in progress. */
@@ -65,14 +71,14 @@ export class Pipeline {
     return this.answered;
   }
 
-  /** Resolves once another request may start (or the pipeline failed). */
+  /** Resolves once another request may start (or a request failed). */
   async room(): Promise<void> {
-    while (!this.failure && (this.depth >= this.limits.maxDepth || this.heldBytes >= this.limits.maxHeldBytes)) await this.change();
+    while (!this.stopped && (this.depth >= this.limits.maxDepth || this.heldBytes >= this.limits.maxHeldBytes)) await this.change();
   }
 
   /**
-   * Calls `cb` once no request is in progress or the pipeline failed (not if that is already
-   * so); returns the function that cancels it.
+   * Calls `cb` once no request is in progress or one failed (not if that is already so);
+   * returns the function that cancels it.
    */
   onIdle(cb: () => void): () => void {
     this.idleWaiters.add(cb);
@@ -88,7 +94,7 @@ export class Pipeline {
    * `run` writes its response only after awaiting `slot.turn`.
    */
   start(run: (slot: Slot) => Promise<void>): Promise<void> {
-    assert(!this.failure && this.depth < this.limits.maxDepth, 'pipeline: no room for another request');
+    assert(!this.stopped && this.depth < this.limits.maxDepth, 'pipeline: no room for another request');
     const turn = this.answered;
     let held = 0;
     let released = false;
@@ -106,14 +112,20 @@ export class Pipeline {
       },
     };
     this.depth++;
-    const ran = run(slot).finally(() => {
+    const ran = run(slot);
+    const settle = (ok: boolean) => {
       this.depth--;
       this.heldBytes -= held;
       this.budget?.give(held);
       assert(this.depth >= 0 && this.heldBytes >= 0);
+      if (!ok) this.stopped = true;
       resumeSession(); // a request that failed (or finished) before releasing
       this.notify();
-    });
+    };
+    ran.then(
+      () => settle(true),
+      () => settle(false),
+    );
     // A failure is reported only after every earlier response is out: those requests succeeded
     // and their clients are owed their responses.
     const done = ran.catch(async (err: Error) => {
@@ -134,7 +146,7 @@ export class Pipeline {
     const ws = this.waiters;
     this.waiters = [];
     for (const w of ws) w();
-    if ((this.depth === 0 || this.failure) && this.idleWaiters.size > 0) {
+    if ((this.depth === 0 || this.stopped) && this.idleWaiters.size > 0) {
       const idle = [...this.idleWaiters];
       this.idleWaiters.clear();
       for (const w of idle) w();
