@@ -14,6 +14,8 @@ export interface HostOptions {
   bind: string;
   basePort: number;
   sync: SyncMode;
+  /** Int32 per shard number, shared with the checkpointer thread: each shard's commit count. */
+  commitCounters?: SharedArrayBuffer;
 }
 
 export interface ShardHost {
@@ -30,6 +32,7 @@ export function shardDbPath(dir: string, shard: number): string {
 export async function hostShards(opts: HostOptions, log: Logger): Promise<ShardHost> {
   // Group commit scheduling: every shard with queued requests runs one batch per round; a round
   // starts after the event loop has read everything that arrived (setImmediate).
+  const commits = opts.commitCounters ? new Int32Array(opts.commitCounters) : undefined;
   let ready = new Set<ShardServer>();
   let roundScheduled = false;
   const round = () => {
@@ -43,6 +46,8 @@ export async function hostShards(opts: HostOptions, log: Logger): Promise<ShardH
         s.recover(err);
         if (s.pending > 0) ready.add(s);
       }
+      // Tells the checkpointer which WALs grew (wraps, as the checkpointer expects).
+      if (commits) Atomics.store(commits, s.store.shard, s.stats.commits | 0);
     }
     if (ready.size > 0) scheduleRound();
   };

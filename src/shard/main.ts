@@ -8,7 +8,8 @@ import { SHARD_BASE_PORT } from '../proto/ports.js';
 import { UsageError, parseOptions, parseRange } from '../util/args.js';
 import { announceReady, logger } from '../util/log.js';
 import { type SyncMode } from './schema.js';
-import { hostShards } from './host.js';
+import { hostShards, shardDbPath } from './host.js';
+import { newCommitCounters, startCheckpointer, type Checkpointer } from './checkpointer.js';
 import { countWritable } from './registry.js';
 import type { FromWorker, ToWorker } from './worker.js';
 
@@ -113,8 +114,17 @@ export async function run(argv: string[]): Promise<number | void> {
   if (opts.shuckle && !secret) log.warn('no cluster secret (EGGSFS_CLUSTER_SECRET or --secret-file): shuckle will not send block-service keys, so block-backed spans cannot be written');
 
   let groups: Group[];
+  let checkpointer: Checkpointer;
+  const commitCounters = newCommitCounters();
   try {
-    groups = await startGroups(opts);
+    groups = await startGroups(opts, commitCounters);
+    // After the groups: their connections have created the databases and set WAL mode.
+    checkpointer = await startCheckpointer(
+      opts.shards.map((shard) => ({ shard, path: shardDbPath(opts.dir, shard) })),
+      opts.sync,
+      commitCounters,
+      log,
+    );
   } catch (err) {
     log.error((err as Error).message);
     return 1;
@@ -125,12 +135,16 @@ export async function run(argv: string[]): Promise<number | void> {
     if (stopping) return;
     stopping = true;
     const total: Record<string, number> = {};
+    // First: its connections must be closed before the shards' own, so that each shard's last
+    // connection to close copies the rest of its WAL and removes it.
+    const ck = await checkpointer.stop();
     for (const st of await Promise.all(groups.map((g) => g.stop().catch(() => ({}) as Record<string, number>)))) {
       for (const [k, v] of Object.entries(st)) total[k] = (total[k] ?? 0) + v;
     }
     log.info(
       `${sig}: closed ${opts.shards.length} shards; served ${total.received ?? 0} datagrams (${total.dropped ?? 0} dropped for a full queue, ` +
-        `${total.internalErrors ?? 0} internal errors), ${total.commits ?? 0} commits of ${((total.committedRequests ?? 0) / Math.max(1, total.commits ?? 0)).toFixed(1)} requests on average`,
+        `${total.internalErrors ?? 0} internal errors), ${total.commits ?? 0} commits of ${((total.committedRequests ?? 0) / Math.max(1, total.commits ?? 0)).toFixed(1)} requests on average; ` +
+        `${ck?.checkpoints ?? 0} checkpoints off the request path (${ck?.failures ?? 0} failed, longest ${(ck?.maxCheckpointMs ?? 0).toFixed(1)} ms)`,
     );
     process.exit(0);
   };
@@ -167,8 +181,8 @@ interface Group {
   stop(): Promise<Record<string, number>>;
 }
 
-async function startGroups(opts: Options): Promise<Group[]> {
-  const host = (shards: number[]) => ({ shards, dir: opts.dir, bind: opts.bind, basePort: opts.basePort, sync: opts.sync });
+async function startGroups(opts: Options, commitCounters: SharedArrayBuffer): Promise<Group[]> {
+  const host = (shards: number[]) => ({ shards, dir: opts.dir, bind: opts.bind, basePort: opts.basePort, sync: opts.sync, commitCounters });
   const threads = Math.min(opts.threads, opts.shards.length);
   if (threads <= 1) {
     const h = await hostShards(host(opts.shards), log);
