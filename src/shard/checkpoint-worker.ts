@@ -147,8 +147,11 @@ function main(): void {
   port.postMessage({ type: 'ready' } satisfies FromCheckpointer);
 }
 
-try {
-  main();
-} catch (err) {
-  parentPort!.postMessage({ type: 'failed', message: (err as Error).message } satisfies FromCheckpointer);
+// Only as a thread: tests import the limits above.
+if (parentPort && workerData) {
+  try {
+    main();
+  } catch (err) {
+    parentPort.postMessage({ type: 'failed', message: (err as Error).message } satisfies FromCheckpointer);
+  }
 }
