@@ -27,6 +27,14 @@ export const TOMBSTONE_SIZE = 0xffffffff;
 const RECORD_MAGIC = 0x52534745; // "EGSR"
 /** Records written in one writev (one disk trip); more wait for the next round. */
 const MAX_RECORDS_PER_FLUSH = 1024;
+/**
+ * Flushes (one writev each, to their own slots) in flight at once: a record that arrives while
+ * one flush runs need not wait for it (pipelined block writes commit back to back, each with its
+ * record). A crash may then leave an earlier slot all zeros under a later record: recovery skips
+ * it, and its block was never acknowledged (its commit awaits the record). Records of one block
+ * never overlap: the store appends them under that block's exclusive slot.
+ */
+const MAX_FLUSHES_IN_FLIGHT = 2;
 /** The log is extended by this many zero bytes at a time (32,768 records). */
 const LOG_EXTEND_BYTES = 1 << 20;
 /** Extension starts when fewer unused bytes than this are left. */
@@ -120,7 +128,7 @@ export function encodeCompacted(live: Iterable<LogRecord>, count: number): Buffe
  */
 export class RecordLog {
   private pending: { rec: Buffer; resolve: () => void; reject: (e: Error) => void }[] = [];
-  private flushing = false;
+  private flushesInFlight = 0;
   private closed = false;
   private extending: Promise<void> | null = null;
 
@@ -141,12 +149,12 @@ export class RecordLog {
     encodeRecord(rec, 0, r);
     return new Promise((resolve, reject) => {
       this.pending.push({ rec, resolve, reject });
-      if (!this.flushing) void this.flush();
+      if (this.flushesInFlight < MAX_FLUSHES_IN_FLIGHT) void this.flush();
     });
   }
 
   private async flush(): Promise<void> {
-    this.flushing = true;
+    this.flushesInFlight++;
     while (this.pending.length > 0) {
       const batch = this.pending.length <= MAX_RECORDS_PER_FLUSH ? this.pending : this.pending.slice(0, MAX_RECORDS_PER_FLUSH);
       this.pending = batch === this.pending ? [] : this.pending.slice(MAX_RECORDS_PER_FLUSH);
@@ -170,7 +178,7 @@ export class RecordLog {
       }
       if (this.sizeBytes - this.endBytes < LOG_EXTEND_AHEAD_BYTES) this.extendAhead();
     }
-    this.flushing = false;
+    this.flushesInFlight--;
   }
 
   /** Writes durable zeros past the end in the background, so records land in allocated space. */
@@ -197,7 +205,7 @@ export class RecordLog {
 
   async close(): Promise<void> {
     this.closed = true;
-    while (this.flushing) await new Promise((r) => setImmediate(r));
+    while (this.flushesInFlight > 0) await new Promise((r) => setImmediate(r));
     await this.extending;
     await this.fh.close();
   }
