@@ -151,6 +151,51 @@ describe('block service crash recovery', () => {
     }
   });
 
+  test('a zero slot under a later record (two record flushes in flight, the earlier lost in a crash) is skipped; new records go after the last', async () => {
+    const tmp = tempDir('blocks-record-hole');
+    try {
+      const { dir } = newDataDir(tmp.path);
+      // A: acknowledged, rename lost (the spare holds the bytes).
+      const a = payload(100_000, 11);
+      const idA = freshId(0x31);
+      fs.writeFileSync(spareFile(dir, 0xa2n), a);
+      // X: its record's flush never reached the disk (a zero slot), its spare holds the bytes:
+      // never acknowledged.
+      const idX = freshId(0x32);
+      fs.writeFileSync(spareFile(dir, 0xb2n), payload(70_000, 12));
+      // D: settled, its record written by the later flush.
+      const d = payload(9000, 13);
+      const idD = freshId(0x33);
+      placeBlock(dir, idD, d);
+      const log = path.join(dir, 'block-records.log');
+      fs.writeFileSync(log, Buffer.concat([record(idA, a.length, crc32c(a), 0xa2n), Buffer.alloc(32), record(idD, d.length, crc32c(d), 0xd2n), Buffer.alloc(4 * 32)]));
+
+      let bs = await startBlocks(dir);
+      const client = new BlockClient();
+      try {
+        assert.ok((await client.fetch(bs.addr, idA)).equals(a), 'A recovered from its spare');
+        assert.ok((await client.fetch(bs.addr, idD)).equals(d));
+        await assert.rejects(client.fetch(bs.addr, idX), BlockServiceError);
+        assert.ok(!fs.existsSync(spareFile(dir, 0xb2n)), "X's spare removed");
+        // A new write's record goes after D's, not into the hole; it survives kill -9.
+        const n = payload(20_000, 14);
+        const idN = freshId(0x34);
+        await client.write(bs.addr, idN, crc32c(n), n, blockWriteCertificate(bs.key, idN, crcToBytes(crc32c(n)), n.length));
+        const slots = fs.readFileSync(log);
+        assert.ok(slots.subarray(32, 64).every((x) => x === 0), 'the hole stays unused');
+        assert.equal(slots.readBigUInt64LE(3 * 32), idN, "the new record follows D's");
+        await bs.svc.kill('SIGKILL');
+        bs = await startBlocks(dir, bs.addr.port);
+        for (const [id, data] of [[idA, a], [idD, d], [idN, n]] as const) assert.ok((await client.fetch(bs.addr, id)).equals(data));
+      } finally {
+        client.close();
+        await bs.svc.kill();
+      }
+    } finally {
+      tmp.remove();
+    }
+  });
+
   test('a filled spare whose rename was lost is renamed at startup; unmatched spares and records are dropped', async () => {
     const tmp = tempDir('blocks-recover');
     try {
