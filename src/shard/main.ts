@@ -113,7 +113,7 @@ export async function run(argv: string[]): Promise<number | void> {
   const secret = await loadClusterSecret(opts.secretFile);
   if (opts.shuckle && !secret) log.warn('no cluster secret (EGGSFS_CLUSTER_SECRET or --secret-file): shuckle will not send block-service keys, so block-backed spans cannot be written');
 
-  let groups: Group[];
+  let groups: Group[] = [];
   let checkpointer: Checkpointer;
   const commitCounters = newCommitCounters();
   try {
@@ -127,6 +127,8 @@ export async function run(argv: string[]): Promise<number | void> {
     );
   } catch (err) {
     log.error((err as Error).message);
+    // Shards already serving would keep the process alive with their sockets bound.
+    await Promise.all(groups.map((g) => g.stop().catch(() => undefined)));
     return 1;
   }
 
