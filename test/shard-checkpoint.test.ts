@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, openSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
-import { startShards, type ShardFixture } from './helpers/shard-proc.js';
+import { directoryPerShard, startShards, type ShardFixture } from './helpers/shard-proc.js';
 import { EggsError } from '../src/proto/errors.js';
 import { InodeType } from '../src/proto/ids.js';
 import { shardDbPath } from '../src/shard/host.js';
@@ -63,12 +63,7 @@ test('the checkpointer bounds the WAL under sustained writes, and kill -9 mid-st
   // Two threads: the commit counts cross from worker threads to the checkpointer thread.
   const fx = await startShards({ shards: `0-${SHARDS - 1}`, count: SHARDS, extraArgs: ['--threads', '2'] });
   t.after(() => fx.stop());
-  const dirs: bigint[] = [];
-  for (let s = 0; s < SHARDS; s++) {
-    const id = 0x2000000000000000n | (BigInt(10 + s) << 8n) | BigInt(s);
-    await fx.req('CREATE_DIRECTORY_INODE', { id, ownerId: 0x2000000000000000n, opaque: Buffer.from(`d${s}`) }, s);
-    dirs.push(id);
-  }
+  const dirs = await directoryPerShard(fx, SHARDS);
   const shm = Array.from({ length: SHARDS }, (_, s) => openSync(`${shardDbPath(fx.dir, s)}-shm`, 'r'));
   t.after(() => shm.forEach((fd) => closeSync(fd)));
   const buf = Buffer.alloc(WAL_INDEX_READ_BYTES);

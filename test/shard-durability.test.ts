@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { startShards } from './helpers/shard-proc.js';
+import { directoryPerShard, startShards } from './helpers/shard-proc.js';
 import { EggsError } from '../src/proto/errors.js';
 import { crc32c, crcToBytes } from '../src/proto/crc32c.js';
 import { InodeType } from '../src/proto/ids.js';
@@ -17,13 +17,7 @@ test('kill -9 during a stream of creates loses no acknowledged change', async (t
   // Two threads: the kill also hits a process whose shards live in worker threads.
   const fx = await startShards({ shards: `0-${SHARDS - 1}`, count: SHARDS, extraArgs: ['--threads', '2'] });
   t.after(() => fx.stop());
-  // One directory per shard, created (and acknowledged) through the CDC's requests.
-  const dirs: bigint[] = [];
-  for (let s = 0; s < SHARDS; s++) {
-    const id = 0x2000000000000000n | (BigInt(10 + s) << 8n) | BigInt(s);
-    await fx.req('CREATE_DIRECTORY_INODE', { id, ownerId: 0x2000000000000000n, opaque: Buffer.from(`d${s}`) }, s);
-    dirs.push(id);
-  }
+  const dirs = await directoryPerShard(fx, SHARDS);
   const acked = new Map<string, { shard: number; dir: bigint; id: bigint; content: Buffer }>();
   let stop = false;
   let n = 0;

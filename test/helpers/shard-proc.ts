@@ -71,6 +71,20 @@ export async function startShards(
   return fx;
 }
 
+/**
+ * One directory per shard 0..count-1, created on its shard as the CDC would (CREATE_DIRECTORY_INODE
+ * owned by the root), each acknowledged: the ids, in shard order.
+ */
+export async function directoryPerShard(fx: ShardFixture, count: number): Promise<bigint[]> {
+  const dirs: bigint[] = [];
+  for (let s = 0; s < count; s++) {
+    const id = 0x2000000000000000n | (BigInt(10 + s) << 8n) | BigInt(s);
+    await fx.req('CREATE_DIRECTORY_INODE', { id, ownerId: 0x2000000000000000n, opaque: Buffer.from(`d${s}`) }, s);
+    dirs.push(id);
+  }
+  return dirs;
+}
+
 /** Wait until the shard has learnt its block services (polled at start, asynchronously). */
 export async function waitForBlockServices(fx: ShardFixture, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
