@@ -69,12 +69,12 @@ export interface ParsedLog {
   tornBytes: number;
 }
 
-/** Applies the log's records in order: the last record of an id wins, a tombstone removes it. */
 function allZero(buf: Buffer, o: number): boolean {
   for (let i = 0; i < RECORD_BYTES; i++) if (buf[o + i] !== 0) return false;
   return true;
 }
 
+/** Applies the log's records in order: the last record of an id wins, a tombstone removes it. */
 export function parseRecordLog(buf: Buffer, into: Map<bigint, LogRecord>): ParsedLog {
   const slots = Math.floor(buf.length / RECORD_BYTES);
   let bad = 0;

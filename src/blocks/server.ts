@@ -218,23 +218,22 @@ export class BlockServer {
       // These run once every earlier request is answered: an erase or a crc must observe earlier
       // writes of its block, and stats their counts. They are rare enough not to overlap.
       case BLOCK_MESSAGES.CRC.reqKind:
-        return async (slot) => {
-          await slot.turn;
-          await this.crc(c.socket, c.reader);
-        };
+        return this.afterEarlier(c, this.crc);
       case BLOCK_MESSAGES.ERASE.reqKind:
-        return async (slot) => {
-          await slot.turn;
-          await this.erase(c.socket, c.reader);
-        };
+        return this.afterEarlier(c, this.erase);
       case BLOCK_MESSAGES.STATS.reqKind:
-        return async (slot) => {
-          await slot.turn;
-          await this.stats(c.socket, c.reader);
-        };
+        return this.afterEarlier(c, this.stats);
       default:
         return () => Promise.reject(new Refusal(`unknown request kind 0x${kind.toString(16).padStart(2, '0')}`));
     }
+  }
+
+  /** A request served whole (read, done, answered) once every earlier request is answered. */
+  private afterEarlier(c: Conn, serve: (socket: net.Socket, reader: ExactReader) => Promise<void>): (slot: Slot) => Promise<void> {
+    return async (slot) => {
+      await slot.turn;
+      await serve.call(this, c.socket, c.reader);
+    };
   }
 
   /**
@@ -260,10 +259,15 @@ export class BlockServer {
     }
   }
 
-  /** Writes a response once every earlier response is out (slot.turn). */
-  private async respond(c: Conn, slot: Slot, resp: Buffer): Promise<void> {
+  /** Resolves once every earlier response is out (slot.turn) and this one may be written. */
+  private async ourTurn(c: Conn, slot: Slot): Promise<void> {
     await slot.turn;
     if (c.socket.destroyed) throw new ShortReadError('connection closed before the response');
+  }
+
+  /** Writes a response once every earlier response is out. */
+  private async respond(c: Conn, slot: Slot, resp: Buffer): Promise<void> {
+    await this.ourTurn(c, slot);
     await writeWithDrain(c.socket, resp, this.limits.idleTimeoutMs);
   }
 
@@ -448,14 +452,10 @@ export class BlockServer {
           const cur = len === buf.length ? buf : buf.subarray(0, len);
           if (!headSent) {
             try {
-              await slot.turn;
+              await this.ourTurn(c, slot);
             } catch (err) {
               fetchBuffers.give(buf);
               throw err;
-            }
-            if (socket.destroyed) {
-              fetchBuffers.give(buf);
-              throw new ShortReadError('connection closed before the response');
             }
             aheadBytes = FETCH_READ_AHEAD_CHUNKS * READ_CHUNK_BYTES;
           }

@@ -504,7 +504,6 @@ export class BlockStore {
     }
   }
 
-
   /** fileSize, synchronously: a stat of a cached dentry, cheaper than a thread-pool trip. */
   fileSizeSync(blockId: bigint): number | null {
     const st = fs.statSync(this.blockPath(blockId), { throwIfNoEntry: false });

@@ -57,8 +57,7 @@ export class BlockServiceError extends Error {
     readonly blockId?: bigint,
     options?: { cause?: unknown },
   ) {
-    const what = blockId === undefined ? op : `${op} of block ${hexId(blockId)}`;
-    super(`block service ${address}: ${what} failed: ${reason}`, options);
+    super(`block service ${address}: ${describeOp(op, blockId)} failed: ${reason}`, options);
   }
 }
 
@@ -85,6 +84,10 @@ export interface BlockClientOptions {
 
 function hexId(blockId: bigint): string {
   return `0x${blockId.toString(16).padStart(16, '0')}`;
+}
+
+function describeOp(op: BlockOp, blockId: bigint | undefined): string {
+  return blockId === undefined ? op : `${op} of block ${hexId(blockId)}`;
 }
 
 function addrKey(a: BlockServiceAddress): string {
@@ -180,6 +183,12 @@ function prepFetch<T>(blockId: bigint, destFor: ((size: number) => Buffer) | nul
     if (destFor && size > 0) r.dest = destFor(size);
     return size;
   }, value);
+}
+
+/** A fetch whose body arrives in one buffer of its own. */
+function prepFetchWhole(blockId: bigint): Prepared<Buffer> {
+  let out: Buffer = Buffer.alloc(0);
+  return prepFetch(blockId, (size) => (out = Buffer.allocUnsafe(size)), () => out);
 }
 
 function prepCrc(blockId: bigint): Prepared<{ sizeBytes: number; crc: number }> {
@@ -397,10 +406,7 @@ export class Conn {
     const first = all[0];
     for (const r of all) {
       if (r === first) r.settle(err);
-      else {
-        const what = first!.blockId === undefined ? first!.op : `${first!.op} of block ${hexId(first!.blockId)}`;
-        r.settle(new AbortedError(`not answered: the ${what} before it on the connection failed: ${err.message}`));
-      }
+      else r.settle(new AbortedError(`not answered: the ${describeOp(first!.op, first!.blockId)} before it on the connection failed: ${err.message}`));
     }
   }
 
@@ -489,8 +495,7 @@ export class BlockConnection {
     return this.run('write', blockId, () => prepWrite(blockId, crc, data, certificate));
   }
   fetch(blockId: bigint): Promise<Buffer> {
-    let out: Buffer = Buffer.alloc(0);
-    return this.run('fetch', blockId, () => prepFetch(blockId, (size) => (out = Buffer.allocUnsafe(size)), () => out));
+    return this.run('fetch', blockId, () => prepFetchWhole(blockId));
   }
   fetchInto(blockId: bigint, dest: Buffer): Promise<number> {
     return this.run('fetch', blockId, () => prepFetch(blockId, intoDest(dest), (r) => r.bodySize));
@@ -573,10 +578,7 @@ export class BlockClient {
 
   /** The whole block. A service that finds the block missing or corrupted closes the connection. */
   fetch(addr: BlockServiceAddress, blockId: bigint): Promise<Buffer> {
-    return this.request(addr, 'fetch', blockId, () => {
-      let out: Buffer = Buffer.alloc(0);
-      return prepFetch(blockId, (size) => (out = Buffer.allocUnsafe(size)), () => out);
-    });
+    return this.request(addr, 'fetch', blockId, () => prepFetchWhole(blockId));
   }
 
   /**
