@@ -232,6 +232,8 @@ async function check(tr: UdpTransport, opts: FsckOptions): Promise<FsckReport> {
   }
   const dirName = (id: bigint) => paths.get(id) ?? `<directory ${formatInodeId(id)}>`;
   const edgePath = (e: EdgeInfo) => `${dirName(e.dir) === '/' ? '' : dirName(e.dir)}/${e.name.toString('utf8')}`;
+  // Shards answer in any order: sort so that the same namespace always gives the same report.
+  const pathList = (edges: EdgeInfo[]) => edges.map(edgePath).sort().join(', ');
   if (scanned.has(shardOf(ROOT_DIR_INODE_ID))) {
     paths.set(ROOT_DIR_INODE_ID, '/');
     const queue = [ROOT_DIR_INODE_ID];
@@ -276,13 +278,13 @@ async function check(tr: UdpTransport, opts: FsckOptions): Promise<FsckReport> {
       }
     }
     if (edgesTo.length > 1) {
-      problem('doubled-edge', `directory ${formatInodeId(d.id)} has ${edgesTo.length} entries: ${edgesTo.map(edgePath).join(', ')}`);
+      problem('doubled-edge', `directory ${formatInodeId(d.id)} has ${edgesTo.length} entries: ${pathList(edgesTo)}`);
     }
     const fromOwner = edgesTo.filter((e) => e.dir === d.owner);
     if (edgesTo.length > 0 && fromOwner.length === 0) {
       problem(
         'parent-mismatch',
-        `${where}: parent pointer says ${dirName(d.owner)} (${formatInodeId(d.owner)}) but its entry is ${edgesTo.map(edgePath).join(', ')}`,
+        `${where}: parent pointer says ${dirName(d.owner)} (${formatInodeId(d.owner)}) but its entry is ${pathList(edgesTo)}`,
       );
     }
     if (allShards && !paths.has(d.id)) {
@@ -290,7 +292,7 @@ async function check(tr: UdpTransport, opts: FsckOptions): Promise<FsckReport> {
         'unreachable-directory',
         edgesTo.length === 0
           ? `directory ${formatInodeId(d.id)} (parent pointer ${formatInodeId(d.owner)}) has no entry anywhere: not reachable from /`
-          : `directory ${formatInodeId(d.id)} is not reachable from / (its entries: ${edgesTo.map(edgePath).join(', ')})`,
+          : `directory ${formatInodeId(d.id)} is not reachable from / (its entries: ${pathList(edgesTo)})`,
       );
     }
   }
@@ -332,7 +334,7 @@ async function check(tr: UdpTransport, opts: FsckOptions): Promise<FsckReport> {
     }
   }
   for (const [f, l] of owners) {
-    if (l.length > 1) problem('file-owned-twice', `file ${formatInodeId(f)} is owned by ${l.length} edges: ${l.map(edgePath).join(', ')}`);
+    if (l.length > 1) problem('file-owned-twice', `file ${formatInodeId(f)} is owned by ${l.length} edges: ${pathList(l)}`);
   }
   if (allShards) {
     for (const f of files) {
@@ -340,6 +342,7 @@ async function check(tr: UdpTransport, opts: FsckOptions): Promise<FsckReport> {
     }
   }
 
+  problems.sort((x, y) => byCodeUnits(formatProblem(x), formatProblem(y)));
   return {
     problems,
     shardsRead: scanned.size,
@@ -351,6 +354,10 @@ async function check(tr: UdpTransport, opts: FsckOptions): Promise<FsckReport> {
     snapshotEdges,
     lockedEdges: locked.length,
   };
+}
+
+function byCodeUnits(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 export function formatProblem(p: FsckProblem): string {
