@@ -10,6 +10,7 @@ import { SHARD_COUNT } from '../proto/ids.js';
 import { ClientCore, type CoreOptions } from './core.js';
 import { EggsFileWriter, type FileWriter } from './file-writer.js';
 import { readFileChunks } from './file-reader.js';
+import { readDirBatches } from './read-dir.js';
 import { checkParity } from './layout.js';
 import { defaultParityFor } from './span-layout.js';
 import { newBlockClient } from './block-io.js';
@@ -330,14 +331,11 @@ export class EggsClient {
     return { id, type, size: Number(r.sizeOrOwner), mtime: r.mtime };
   }
 
+  /** The directory's entries in hash order; a large directory is read over several hash ranges at once. */
   async *readDirId(dirId: bigint): AsyncIterable<DirEntry> {
-    let startHash = 0n;
-    for (;;) {
-      const r = await this.core.shard('READ_DIR', dirId, { dirId, startHash, asOfTime: AS_OF_NOW });
-      for (const e of r.results) yield { name: e.name.toString('utf8'), id: e.targetId, type: typeName(e.targetId), creationTime: e.creationTime };
-      if (r.nextHash === 0n) return;
-      if (r.nextHash <= startHash) throw new EggsError(ErrorCode.MALFORMED_RESPONSE, 'READ_DIR cursor went backwards');
-      startHash = r.nextHash;
+    const page = (startHash: bigint) => this.core.shard('READ_DIR', dirId, { dirId, startHash, asOfTime: AS_OF_NOW });
+    for await (const batch of readDirBatches(page)) {
+      for (const e of batch) yield { name: e.name.toString('utf8'), id: e.targetId, type: typeName(e.targetId), creationTime: e.creationTime };
     }
   }
 
