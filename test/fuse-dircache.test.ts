@@ -12,7 +12,8 @@ import path from 'node:path';
 import { startEggsfs, tempDir, type Service } from './helpers/proc.js';
 import { startCluster, type TestCluster } from './helpers/cluster.js';
 import { until } from './helpers/until.js';
-import { DirCache, LOOKAHEAD_AFTER_LOOKUPS, MAX_LISTED_ENTRIES } from '../src/fuse/dir-cache.js';
+import { DirCache, LOOKAHEAD_AFTER_LOOKUPS, MAX_LISTED_ENTRIES, WALK_AHEAD_MAX, WALK_AHEAD_MIN } from '../src/fuse/dir-cache.js';
+import { STAT_AHEAD_IN_FLIGHT, STAT_AHEAD_QUEUE, StatAhead } from '../src/fuse/stat-ahead.js';
 import { ENTRY_TTL_MS } from '../src/fuse/eggsfs.js';
 
 // ---- the cache alone --------------------------------------------------------------------------
@@ -55,7 +56,7 @@ test('DirCache: lookahead after LOOKAHEAD_AFTER_LOOKUPS shard lookups, single-fl
   cache.removed(1n, 'b');
   release();
   await until('the listing', async () => cache.probe(1n, 'a') !== undefined);
-  assert.deepEqual(cache.probe(1n, 'a'), { id: 10n, ttlMs: ENTRY_TTL_MS });
+  assert.deepEqual(cache.probe(1n, 'a'), { id: 10n, ttlMs: ENTRY_TTL_MS, ahead: [] });
   assert.equal(cache.probe(1n, 'b')?.id, null, 'removed during the fetch');
   assert.equal(cache.probe(1n, 'c')?.id, 12n, 'linked during the fetch');
   assert.equal(cache.probe(1n, 'zz')?.id, null, 'a name not listed does not exist');
@@ -106,6 +107,95 @@ test('DirCache: a directory above MAX_LISTED_ENTRIES is not cached; listings are
   assert.equal(cache.probe(1000n, 'n'), undefined, 'the oldest was dropped');
   assert.equal(cache.probe(1099n, 'n')?.id, 99n);
   now += 1;
+});
+
+test('DirCache: lookups walking a listing in order hand out the ids after them, in a growing window', () => {
+  const now = 0;
+  const cache = new DirCache(ENTRY_TTL_MS, new FakeDirs().lister, () => now);
+  const N = 2_000;
+  const ids = new Map<string, bigint>();
+  for (let i = 0; i < N; i++) ids.set(`n${i}`, 0x4000000000000000n + BigInt(i));
+  cache.endFill(cache.beginFill(3n), ids);
+  const idAt = (i: number) => 0x4000000000000000n + BigInt(i);
+  // A walk from the start: the first lookup hands out WALK_AHEAD_MIN ids, each next one the ids
+  // its doubled window adds, never one twice, never more than WALK_AHEAD_MAX past the lookup.
+  const handed = new Set<bigint>();
+  const first = cache.probe(3n, 'n0')!;
+  assert.deepEqual(first.ahead, Array.from({ length: WALK_AHEAD_MIN }, (_, i) => idAt(i + 1)));
+  for (const id of first.ahead) handed.add(id);
+  for (let i = 1; i < 1_000; i++) {
+    const p = cache.probe(3n, `n${i}`)!;
+    assert.equal(p.id, idAt(i));
+    for (const id of p.ahead) {
+      assert.ok(!handed.has(id), `id ${id} handed out twice`);
+      assert.ok(id > idAt(i) && id <= idAt(i + WALK_AHEAD_MAX), 'within the window after the lookup');
+      handed.add(id);
+    }
+  }
+  assert.equal(handed.size, 999 + WALK_AHEAD_MAX, 'the walk is always a full window ahead');
+  // A jump breaks the walk: nothing is handed out until lookups follow each other again.
+  assert.deepEqual(cache.probe(3n, 'n1500')!.ahead, []);
+  assert.deepEqual(cache.probe(3n, 'n10')!.ahead, [], 'backwards');
+  const resumed = cache.probe(3n, 'n11')!.ahead;
+  assert.ok(resumed.length === 0, 'ids up to n1511 were handed out already');
+  // Removed names are skipped; names looked up that are not there change nothing.
+  cache.removed(3n, 'n1513');
+  assert.equal(cache.probe(3n, 'absent')!.id, null);
+  cache.probe(3n, 'n1501');
+  const after = cache.probe(3n, 'n1502')!.ahead;
+  assert.ok(after.length > 0 && !after.includes(idAt(1513)) && !after.includes(0n), 'a removed name is not handed out');
+});
+
+test('StatAhead: bounded in flight, each id once, directories and known ids skipped, a waited-for id first', async () => {
+  const started: bigint[] = [];
+  const release = new Map<bigint, (fail: boolean) => void>();
+  const known = new Set<bigint>([0x4000000000000007n]);
+  const ahead = new StatAhead(
+    (id) =>
+      new Promise<void>((resolve, reject) => {
+        started.push(id);
+        release.set(id, (fail) => {
+          if (fail) return reject(new Error('gone'));
+          known.add(id);
+          resolve();
+        });
+      }),
+    (id) => known.has(id),
+  );
+  const file = (i: number) => 0x4000000000000000n + BigInt(i);
+  const ids = Array.from({ length: 200 }, (_, i) => file(i));
+  ahead.want([...ids, 0x2000000000000100n, 0n]);
+  ahead.want(ids);
+  assert.equal(started.length, STAT_AHEAD_IN_FLIGHT, 'no more than STAT_AHEAD_IN_FLIGHT at once');
+  assert.ok(!started.includes(file(7)), 'a known id is not fetched');
+  assert.deepEqual(ahead.stats(), { inFlight: STAT_AHEAD_IN_FLIGHT, queued: 200 - 1 - STAT_AHEAD_IN_FLIGHT });
+  // A lookup waiting for a queued id has it sent now, ahead of the queue.
+  const waited = ahead.waitFor(file(150))!;
+  assert.equal(started[started.length - 1], file(150));
+  assert.equal(ahead.waitFor(file(150)), waited, 'the same fetch, not a second one');
+  assert.equal(ahead.waitFor(0x4000000000999999n), undefined, 'never asked for');
+  // A failed fetch is only a hint: waiting for it resolves, and queued ones take the room.
+  assert.equal(ahead.stats().inFlight, STAT_AHEAD_IN_FLIGHT + 1, 'the waited-for one went past the bound');
+  release.get(file(0))!(true);
+  release.get(file(150))!(false);
+  await waited;
+  await new Promise((r) => setImmediate(r));
+  assert.equal(ahead.stats().inFlight, STAT_AHEAD_IN_FLIGHT, 'finished fetches make room for queued ones');
+  for (;;) {
+    const pending = started.filter((id) => !known.has(id) && release.has(id));
+    if (pending.length === 0 || started.length >= 199) break;
+    for (const id of pending) {
+      release.get(id)!(false);
+      release.delete(id);
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+  assert.equal(new Set(started).size, started.length, 'each id fetched once');
+  assert.ok(!started.includes(0x2000000000000100n) && !started.includes(0n), 'directories and 0 skipped');
+  // The queue is bounded: wishes past STAT_AHEAD_QUEUE are dropped.
+  const flood = new StatAhead(() => new Promise<void>(() => {}), () => false);
+  flood.want(Array.from({ length: STAT_AHEAD_QUEUE + STAT_AHEAD_IN_FLIGHT + 100 }, (_, i) => file(100_000 + i)));
+  assert.deepEqual(flood.stats(), { inFlight: STAT_AHEAD_IN_FLIGHT, queued: STAT_AHEAD_QUEUE - STAT_AHEAD_IN_FLIGHT });
 });
 
 // ---- through a real mount ---------------------------------------------------------------------
@@ -208,6 +298,33 @@ test('directory lookahead through a real mount', { timeout: 300_000, skip: NO_FU
     for await (const e of client!.readDir('/d')) names.push(e.name);
     assert.deepEqual(names.sort(), (await readdir(m('d'))).sort());
     assert.ok(names.includes('new') && names.includes('f5-renamed') && !names.includes('f4') && !names.includes('f6'));
+  });
+
+  await t.test('find, ls -l and du walking a directory another client wrote see every size right', async () => {
+    const walkId = await client!.mkdir('/walk');
+    const sizes = new Map<string, number>();
+    for (let i = 0; i < 300; i++) {
+      const w = client!.createFile(walkId, `w${i}`);
+      await w.write(Buffer.alloc(i * 7 + (i % 3), 0x61));
+      await w.close();
+      sizes.set(`w${i}`, i * 7 + (i % 3));
+    }
+    const run = (cmd: string, args: string[]) =>
+      new Promise<string>((resolve, reject) => execFile(cmd, args, { maxBuffer: 1 << 24 }, (err, out) => (err ? reject(err) : resolve(out))));
+    const found = new Map<string, number>();
+    for (const line of (await run('find', [m('walk'), '-type', 'f', '-printf', '%f %s\\n'])).trim().split('\n')) {
+      const [name, size] = line.split(' ');
+      found.set(name!, Number(size));
+    }
+    assert.deepEqual(found, sizes, 'find');
+    const listed = new Map<string, number>();
+    for (const line of (await run('ls', ['-l', '--time-style=+', m('walk')])).trim().split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      listed.set(f[f.length - 1]!, Number(f[4]));
+    }
+    assert.deepEqual(listed, sizes, 'ls -l');
+    const total = [...sizes.values()].reduce((a, b) => a + b, 0);
+    assert.equal(Number((await run('du', ['-s', '-b', m('walk')])).split('\t')[0]), total, 'du -b (the directory itself counts 0)');
   });
 
   await t.test('a directory above MAX_LISTED_ENTRIES is not cached and stays correct', { timeout: 240_000 }, async () => {

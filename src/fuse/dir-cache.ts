@@ -9,6 +9,11 @@
 // while it is still being used, and filled by readdir, which lists whole directories anyway.
 // Mutations made while a fetch is in flight are journalled and replayed onto its result (the pages
 // read before the mutation do not show it); one whose effect is unknown discards the fetch.
+//
+// A listing also keeps its names' order, so that lookups walking it (in readdir order, as ls -l,
+// find, du and rsync do) are seen as a walk, and the ids coming next are handed out for their
+// attributes to be fetched ahead (stat-ahead.ts), with a window that grows as the walk goes on,
+// as file read-ahead does.
 import assert from 'node:assert/strict';
 
 /** Shard lookups in one directory (within one TTL window) before its whole listing is fetched. */
@@ -25,14 +30,26 @@ const MAX_COUNTED_DIRS = 256;
 const TOO_BIG_RECHECK_MS = 60_000;
 /** Mutations journalled per fetch in flight; beyond this the fetch is discarded. */
 const MAX_JOURNAL_OPS = 4_096;
+/** A lookup at most this many places after the previous one continues a walk (names skipped: directories, entries readdirplus already gave the kernel). */
+const WALK_MAX_STEP = 32;
+/** Ids handed out ahead of a walk: the first window, and the most it grows to (doubling). */
+export const WALK_AHEAD_MIN = 16;
+export const WALK_AHEAD_MAX = 512;
 
 export type Lister = (dirId: bigint) => AsyncIterable<{ readonly name: string; readonly id: bigint }>;
 
 interface Listing {
   readonly startedAtMs: number;
-  readonly ids: Map<string, bigint>;
+  /** name → its place in `order`. */
+  readonly places: Map<string, number>;
+  /** Ids in listing order; 0n where the name was removed since (names linked since go last). */
+  readonly order: bigint[];
   /** Lookups answered from it: a used listing is refetched as soon as it expires. */
   hits: number;
+  /** The place of the last name looked up, the walk's window (0: no walk) and how far ids were handed out. */
+  walkAt: number;
+  walkWindow: number;
+  aheadTo: number;
 }
 
 interface Counter {
@@ -51,11 +68,17 @@ export interface Fill {
   discarded: boolean;
 }
 
-/** A valid listing's answer: the id under the name (null: no such name) and how long it stays valid. */
+/**
+ * A valid listing's answer: the id under the name (null: no such name), how long it stays valid,
+ * and ids of the names after it whose attributes are worth fetching now (a walk goes on).
+ */
 export interface Probe {
   readonly id: bigint | null;
   readonly ttlMs: number;
+  readonly ahead: readonly bigint[];
 }
+
+const NOTHING_AHEAD: readonly bigint[] = Object.freeze([]);
 
 export class DirCache {
   /** Least recently used first. */
@@ -89,7 +112,25 @@ export class DirCache {
     l.hits++;
     this.listings.delete(dirId); // most recently used last
     this.listings.set(dirId, l);
-    return { id: l.ids.get(name) ?? null, ttlMs };
+    const place = l.places.get(name);
+    if (place === undefined) return { id: null, ttlMs, ahead: NOTHING_AHEAD };
+    return { id: l.order[place]!, ttlMs, ahead: this.walk(l, place) };
+  }
+
+  /** A lookup at `place`: if it continues a walk, the ids to fetch ahead of it (not handed out before). */
+  private walk(l: Listing, place: number): readonly bigint[] {
+    const step = place - l.walkAt;
+    l.walkAt = place;
+    if (step <= 0 || step > WALK_MAX_STEP) {
+      l.walkWindow = 0;
+      return NOTHING_AHEAD;
+    }
+    l.walkWindow = l.walkWindow === 0 ? WALK_AHEAD_MIN : Math.min(2 * l.walkWindow, WALK_AHEAD_MAX);
+    const from = Math.max(place + 1, l.aheadTo);
+    const to = Math.min(l.order.length, place + 1 + l.walkWindow);
+    if (from >= to) return NOTHING_AHEAD;
+    l.aheadTo = to;
+    return l.order.slice(from, to).filter((id) => id !== 0n);
   }
 
   /** A lookup in the directory went to the shard: may start fetching the whole listing. */
@@ -173,8 +214,15 @@ export class DirCache {
     }
     if (ids.size > MAX_LISTED_ENTRIES) return;
     this.drop(fill.dirId);
-    this.listings.set(fill.dirId, { startedAtMs: fill.startedAtMs, ids, hits: 0 });
-    this.entries += ids.size;
+    // A Map iterates in insertion order: the listing's, with names linked meanwhile last.
+    const places = new Map<string, number>();
+    const order: bigint[] = [];
+    for (const [name, id] of ids) {
+      places.set(name, order.length);
+      order.push(id);
+    }
+    this.listings.set(fill.dirId, { startedAtMs: fill.startedAtMs, places, order, hits: 0, walkAt: -1, walkWindow: 0, aheadTo: 0 });
+    this.entries += places.size;
     this.evict();
   }
 
@@ -194,7 +242,8 @@ export class DirCache {
   peek(dirId: bigint, name: string): bigint | undefined {
     const l = this.listings.get(dirId);
     if (!l || this.nowMs() - l.startedAtMs >= this.ttlMs) return undefined;
-    return l.ids.get(name);
+    const place = l.places.get(name);
+    return place === undefined ? undefined : l.order[place];
   }
 
   /** The directory's state is unknown (a mutation failed, or its effect is not known here). */
@@ -207,16 +256,23 @@ export class DirCache {
   private apply(dirId: bigint, name: string, id: bigint | null): void {
     const l = this.listings.get(dirId);
     if (l) {
-      const had = l.ids.has(name);
+      const place = l.places.get(name);
       if (id === null) {
-        if (had) {
-          l.ids.delete(name);
+        if (place !== undefined) {
+          l.places.delete(name);
+          l.order[place] = 0n;
           this.entries--;
         }
+      } else if (place !== undefined) {
+        l.order[place] = id;
+      } else if (l.order.length >= 2 * MAX_LISTED_ENTRIES) {
+        // Removed names' places are never reused: a listing churned this much is dropped.
+        this.drop(dirId);
       } else {
-        l.ids.set(name, id);
-        if (!had) this.entries++;
-        if (l.ids.size > MAX_LISTED_ENTRIES) this.drop(dirId);
+        l.places.set(name, l.order.length);
+        l.order.push(id);
+        this.entries++;
+        if (l.places.size > MAX_LISTED_ENTRIES) this.drop(dirId);
         else this.evict();
       }
     }
@@ -232,7 +288,7 @@ export class DirCache {
   private drop(dirId: bigint): void {
     const l = this.listings.get(dirId);
     if (!l) return;
-    this.entries -= l.ids.size;
+    this.entries -= l.places.size;
     this.listings.delete(dirId);
     assert(this.entries >= 0, 'entries counted over listings');
   }

@@ -33,6 +33,7 @@ import {
 } from './kernel.js';
 import { ConstructPool } from './construct-pool.js';
 import { DirCache } from './dir-cache.js';
+import { StatAhead } from './stat-ahead.js';
 import { HeldScanner, TgidCache } from './procfs.js';
 import { SequentialReader } from './reader.js';
 
@@ -55,6 +56,10 @@ const MAX_CACHED_CHILD_IDS = 65_536;
 const STATFS_CACHE_MS = 2_000;
 /** Stats issued at once to fill one readdirplus reply. */
 const READDIRPLUS_BATCH = 32;
+/** Entries in one readdirplus reply at most (each costs a STAT unless its attributes are known). */
+const READDIRPLUS_MAX_ENTRIES = 64;
+/** Entries from a readdirplus reply's first whose file attributes are fetched ahead (the next replies'). */
+const READDIRPLUS_AHEAD = 256;
 /** Zeros written per step when a write or truncate leaves a hole. */
 const ZERO_STEP_BYTES = 1 << 20;
 const ZEROS = Buffer.alloc(ZERO_STEP_BYTES);
@@ -169,6 +174,8 @@ export class EggsFs implements FuseFilesystem {
   private readonly dirCache: DirCache;
   /** Transient files constructed ahead, so that a close's link need not wait for one. */
   private readonly constructPool: ConstructPool;
+  /** File attributes fetched ahead of a walk through a directory (lookups, readdirplus). */
+  private readonly statAhead: StatAhead;
 
   constructor(
     private readonly client: EggsClient,
@@ -181,6 +188,13 @@ export class EggsFs implements FuseFilesystem {
       log.debug(`lookahead of directory 0x${dirId.toString(16)} failed: ${err.message}`),
     );
     this.constructPool = new ConstructPool((dirId) => this.client.constructFile(dirId), monoMs);
+    this.statAhead = new StatAhead(
+      async (id) => {
+        const st = await this.client.statId(id);
+        this.cacheFileAttrs(id, st.size, st.mtime + EGGS_EPOCH_NS);
+      },
+      (id) => this.fileAttrs.has(id),
+    );
     this.nodes.set(FUSE_ROOT_ID, { nodeid: FUSE_ROOT_ID, id: ROOT_DIR_INODE_ID, kind: 'directory', nlookup: 1n, size: 0, mtimeNs: 0n, fetchedAtMs: -Infinity });
   }
 
@@ -249,6 +263,8 @@ export class EggsFs implements FuseFilesystem {
     if (n.id === 0n) return; // pending: attributes are ours
     const fresh = n.kind === 'directory' ? monoMs() - n.fetchedAtMs < DIR_ATTR_TTL_MS : n.fetchedAtMs > -Infinity;
     if (fresh) return;
+    const ahead = n.kind === 'directory' ? undefined : this.statAhead.waitFor(n.id);
+    if (ahead) await ahead;
     const cached = n.kind === 'directory' ? undefined : this.fileAttrs.get(n.id);
     if (cached) {
       n.size = cached.size;
@@ -393,6 +409,7 @@ export class EggsFs implements FuseFilesystem {
     if (cached) {
       // As stale as the kernel's own entry cache may be: never older than ENTRY_TTL_MS in total.
       if (cached.id === null) throw new FuseError(E.ENOENT);
+      this.statAhead.want(cached.ahead);
       this.rememberChild(parentId, name, cached.id);
       return this.entryOf(await this.known(cached.id), cached.ttlMs);
     }
@@ -691,8 +708,20 @@ export class EggsFs implements FuseFilesystem {
       const ino = i === 0 ? nodeid : FUSE_ROOT_ID;
       if (!out.add({ name: i === 0 ? '.' : '..', ino, mode: DIR_MODE, nextOffset: BigInt(i + 1) })) return;
     }
-    while (i - 2 < entries.length) {
-      const batch = entries.slice(i - 2, i - 2 + READDIRPLUS_BATCH);
+    // A readdirplus reply stops at READDIRPLUS_MAX_ENTRIES even where more would fit, since every
+    // entry in it costs a STAT: the kernel asks again, with readdirplus only if the names were
+    // looked up meanwhile (READDIRPLUS_AUTO), so a names-only listing pays for one reply's STATs.
+    const end = out.plus ? Math.min(entries.length, i - 2 + READDIRPLUS_MAX_ENTRIES) : entries.length;
+    let aheadTo = i - 2;
+    while (i - 2 < end) {
+      if (out.plus && aheadTo < entries.length) {
+        // The STATs of the next batches go out while this one's are awaited.
+        const to = Math.min(entries.length, i - 2 + READDIRPLUS_AHEAD);
+        const ahead: bigint[] = [];
+        for (; aheadTo < to; aheadTo++) ahead.push(entries[aheadTo]!.id);
+        this.statAhead.want(ahead);
+      }
+      const batch = entries.slice(i - 2, Math.min(end, i - 2 + READDIRPLUS_BATCH));
       const nodes = out.plus ? await Promise.all(batch.map((e) => this.known(e.id).catch(() => undefined))) : [];
       for (let j = 0; j < batch.length; j++, i++) {
         const e = batch[j]!;
