@@ -5,10 +5,16 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startShards, type ShardFixture } from './helpers/shard-proc.js';
+import { UdpFaultProxy } from './helpers/udp-fault-proxy.js';
+import { freeUdpRange } from './helpers/ports.js';
+import { EggsClient, type DirEntryWithAttrs } from '../src/client/index.js';
 import { HASH_SPACE, MAX_RANGES, PAGES_PER_RANGE, RANGES_IN_FLIGHT, planRanges, readDirBatches, type FetchPage, type ReadDirPage } from '../src/client/read-dir.js';
 import { EggsError, ErrorCode } from '../src/proto/errors.js';
 import { InodeType, ROOT_DIR_INODE_ID } from '../src/proto/ids.js';
-import type { EdgeT } from '../src/proto/messages.js';
+import type { EdgeT, EdgeWithAttrsT } from '../src/proto/messages.js';
+import { UDP_MTU } from '../src/proto/envelope.js';
+import { crc32c, crcToBytes } from '../src/proto/crc32c.js';
+import { STORAGE_CLASS_INLINE } from '../src/client/file-writer.js';
 import { AS_OF_NOW } from '../src/proto/time.js';
 
 let fx: ShardFixture;
@@ -33,9 +39,9 @@ async function dirWith(names: string[]): Promise<bigint> {
 }
 
 /** A page fetcher for `dir` that counts requests and the most ever in flight. */
-function counted(dir: bigint): { fetch: FetchPage; stats: { requests: number; inFlight: number; maxInFlight: number } } {
+function counted(dir: bigint): { fetch: FetchPage<EdgeT>; stats: { requests: number; inFlight: number; maxInFlight: number } } {
   const stats = { requests: 0, inFlight: 0, maxInFlight: 0 };
-  const fetch: FetchPage = async (startHash) => {
+  const fetch: FetchPage<EdgeT> = async (startHash) => {
     stats.requests++;
     stats.maxInFlight = Math.max(stats.maxInFlight, ++stats.inFlight);
     try {
@@ -48,10 +54,10 @@ function counted(dir: bigint): { fetch: FetchPage; stats: { requests: number; in
 }
 
 /** The page-by-page walk the spec describes, and how many pages it took. */
-async function walk(dir: bigint): Promise<{ edges: EdgeT[]; pages: number; firstPage: ReadDirPage }> {
+async function walk(dir: bigint): Promise<{ edges: EdgeT[]; pages: number; firstPage: ReadDirPage<EdgeT> }> {
   const edges: EdgeT[] = [];
   let pages = 0;
-  let firstPage: ReadDirPage | undefined;
+  let firstPage: ReadDirPage<EdgeT> | undefined;
   for (let h = 0n; ; ) {
     const r = await fx.req('READ_DIR', { dirId: dir, startHash: h, asOfTime: AS_OF_NOW });
     firstPage ??= r;
@@ -62,8 +68,8 @@ async function walk(dir: bigint): Promise<{ edges: EdgeT[]; pages: number; first
   }
 }
 
-async function listAll(fetch: FetchPage): Promise<EdgeT[]> {
-  const out: EdgeT[] = [];
+async function listAll<E extends EdgeT>(fetch: FetchPage<E>): Promise<E[]> {
+  const out: E[] = [];
   for await (const batch of readDirBatches(fetch)) out.push(...batch);
   return out;
 }
@@ -125,7 +131,7 @@ test('a cursor that goes backwards is a malformed response, not an endless loop'
   const dir = await dirWith(Array.from({ length: 400 }, (_, i) => `h${i}`));
   const { fetch } = counted(dir);
   let calls = 0;
-  const backwards: FetchPage = async (startHash) => {
+  const backwards: FetchPage<EdgeT> = async (startHash) => {
     const page = await fetch(startHash);
     // After the first page, every page claims to continue where it started.
     return ++calls > 1 && page.nextHash !== 0n ? { ...page, nextHash: startHash } : page;
@@ -148,4 +154,87 @@ test('a consumer that stops early leaves no failure behind', async () => {
   assert.equal(stats.inFlight, 0);
   const pagesPerRangeBound = 2 * PAGES_PER_RANGE + 2;
   assert.ok(stats.requests <= 1 + RANGES_IN_FLIGHT * pagesPerRangeBound, `${stats.requests} requests (${atStop} when stopped)`);
+});
+
+test('READ_DIR_WITH_ATTRS (extension): READ_DIR\'s edges and pages, with the sizes and mtimes of this shard\'s linked files', async () => {
+  const names = Array.from({ length: 700 }, (_, i) => (i % 7 === 0 ? `${'long-'.repeat(40)}${i}` : `a${i}`));
+  const dir = await dirWith(names);
+  // Entries without attributes: a directory, a file of another shard, a file still transient.
+  const sub = 0x2000000000000000n | (77777n << 8n);
+  await fx.req('CREATE_DIRECTORY_INODE', { id: sub, ownerId: dir, opaque: Buffer.alloc(0) });
+  const link = async (name: string, target: bigint) => {
+    await fx.req('CREATE_LOCKED_CURRENT_EDGE', { dirId: dir, name: Buffer.from(name), targetId: target, creationTime: 0n });
+    await fx.req('UNLOCK_CURRENT_EDGE', { dirId: dir, name: Buffer.from(name), targetId: target, wasMoved: false });
+  };
+  await link('sub', sub);
+  await link('elsewhere', 0x4000000000000101n);
+  const transient = await fx.req('CONSTRUCT_FILE', { type: InodeType.FILE });
+  await link('transient', transient.id);
+  // One file with bytes, so that sizes are not all zero.
+  const sized = await fx.req('CONSTRUCT_FILE', { type: InodeType.FILE });
+  const abc = Buffer.from('abc');
+  await fx.req('ADD_SPAN_INITIATE', { fileId: sized.id, cookie: sized.cookie, byteOffset: 0n, storageClass: STORAGE_CLASS_INLINE, parity: 0, crc32: crcToBytes(crc32c(abc)), size: 3n, bodyBytes: abc, bodyBlocks: [] });
+  await fx.req('LINK_FILE', { fileId: sized.id, cookie: sized.cookie, ownerId: dir, name: Buffer.from('sized') });
+
+  const pageBytes: number[] = [];
+  const withAttrs: FetchPage<EdgeWithAttrsT> = async (startHash) => {
+    const page = await fx.req('READ_DIR_WITH_ATTRS', { dirId: dir, startHash, asOfTime: AS_OF_NOW });
+    pageBytes.push(13 + 10 + page.results.reduce((n, e) => n + 42 + e.name.length, 0));
+    return page;
+  };
+  const got = await listAll(withAttrs);
+  const seq = await walk(dir);
+  assert.deepEqual(summary(got), summary(seq.edges), 'the same edges as READ_DIR, in the same order');
+  assert.ok(Math.max(...pageBytes) <= UDP_MTU, `pages fit a datagram: ${Math.max(...pageBytes)} bytes`);
+  assert.ok(pageBytes.length > 20, `${pageBytes.length} pages`);
+  for (const e of got) {
+    const name = e.name.toString();
+    if (name === 'sub' || name === 'elsewhere' || name === 'transient') {
+      assert.equal(e.hasAttrs, false, name);
+      assert.equal(e.size, 0n);
+      continue;
+    }
+    assert.equal(e.hasAttrs, true, name);
+    const st = await fx.req('STAT', { id: e.targetId });
+    assert.equal(e.size, st.sizeOrOwner, `${name}: size as STAT gives it`);
+    assert.equal(e.mtime, st.mtime, `${name}: mtime as STAT gives it`);
+  }
+  assert.equal(got.find((e) => e.name.toString() === 'sized')?.size, 3n);
+  // Pages from any start hash agree with READ_DIR's from the same hash.
+  for (const start of [0n, seq.edges[100]!.nameHash, seq.edges[100]!.nameHash + 1n, HASH_SPACE - 1n, HASH_SPACE, 0xffffffffffffffffn]) {
+    const a = await fx.req('READ_DIR_WITH_ATTRS', { dirId: dir, startHash: start, asOfTime: AS_OF_NOW });
+    const b = await fx.req('READ_DIR', { dirId: dir, startHash: start, asOfTime: AS_OF_NOW });
+    assert.deepEqual(summary(a.results), summary(b.results).slice(0, a.results.length), `from ${start}`);
+    if (a.nextHash !== 0n) assert.ok(!a.results.some((e) => e.nameHash === a.nextHash), 'a hash bucket is not split');
+  }
+  await fx.err('READ_DIR_WITH_ATTRS', { dirId: 0x2000000000000000n | (99999n << 8n), startHash: 0n, asOfTime: AS_OF_NOW }, ErrorCode.DIRECTORY_NOT_FOUND);
+});
+
+test('the client lists with attributes, and with READ_DIR from a shard without the extension (an original one answers MALFORMED_REQUEST)', async () => {
+  const names = Array.from({ length: 150 }, (_, i) => `o${i}`);
+  const dir = await dirWith(names);
+  const direct = await EggsClient.connect({ shardHost: '127.0.0.1', shardBasePort: fx.basePort });
+  const proxy = await UdpFaultProxy.start({ basePort: await freeUdpRange(1), count: 1, upstreamBasePort: fx.basePort });
+  const refused = proxy.addRule({ kind: 'READ_DIR_WITH_ATTRS', times: 1_000, action: { t: 'error', code: ErrorCode.MALFORMED_REQUEST } });
+  const old = await EggsClient.connect({ shardHost: '127.0.0.1', shardBasePort: proxy.basePort });
+  try {
+    const list = async (c: EggsClient) => {
+      const out: DirEntryWithAttrs[] = [];
+      for await (const e of c.readDirWithAttrs(dir)) out.push(e);
+      return out;
+    };
+    const withAttrs = await list(direct);
+    assert.deepEqual(withAttrs.map((e) => e.name).sort(), [...names].sort());
+    assert.ok(withAttrs.every((e) => e.attrs !== undefined && e.attrs.size === 0), 'every (empty) file with its attributes');
+    const fallback = await list(old);
+    assert.deepEqual(fallback.map((e) => e.name), withAttrs.map((e) => e.name), 'the same entries, in the same order');
+    assert.ok(fallback.every((e) => e.attrs === undefined), 'no attributes from READ_DIR');
+    assert.equal(refused.fired, 1);
+    await list(old);
+    assert.equal(refused.fired, 1, 'the shard is remembered as without the extension');
+  } finally {
+    await old.close();
+    await direct.close();
+    await proxy.close();
+  }
 });

@@ -11,7 +11,7 @@ import { EggsError, describeError, errorName } from '../proto/errors.js';
 import { INODE_TYPE_NAMES, SHARD_COUNT, formatInodeId, inodeType, shardOf } from '../proto/ids.js';
 import { DEFAULT_SHUCKLE_URL } from '../proto/ports.js';
 import { formatEggsTime } from '../proto/time.js';
-import { EggsClient, PathError, type ClientOptions } from '../client/index.js';
+import { EggsClient, PathError, type ClientOptions, type DirEntryWithAttrs } from '../client/index.js';
 import { parseParityOption } from '../client/span-layout.js';
 import { UsageError, parseHostPort, parseIntArg } from '../util/args.js';
 
@@ -186,10 +186,11 @@ const COMMANDS: Record<string, CommandSpec> = {
       const path = c.pos[0] ?? '/';
       const client = await c.client();
       const long = c.flags.has('l');
-      const batch: { name: string; id: bigint }[] = [];
+      const batch: DirEntryWithAttrs[] = [];
       const flush = async () => {
         if (long) {
-          const stats = await Promise.all(batch.map((e) => client.statId(e.id).catch(() => undefined)));
+          // Sizes the listing carried need no STAT; directories and files of other shards do.
+          const stats = await Promise.all(batch.map((e) => (e.attrs ? e.attrs : client.statId(e.id).catch(() => undefined))));
           batch.forEach((e, i) => {
             const s = stats[i];
             const size = s ? String(s.size) : '?';
@@ -201,7 +202,7 @@ const COMMANDS: Record<string, CommandSpec> = {
         }
         batch.length = 0;
       };
-      for await (const e of client.readDir(path)) {
+      for await (const e of client.readDir(path, { withAttrs: long })) {
         batch.push(e);
         if (batch.length >= 256) await flush();
       }

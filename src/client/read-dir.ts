@@ -5,7 +5,11 @@
 // (hash, name)-ordered sequence a page-by-page walk gives, in a fraction of the round trips, and
 // memory stays bounded by the ranges in flight, not by the directory's size.
 import { EggsError, ErrorCode } from '../proto/errors.js';
-import type { EdgeT } from '../proto/messages.js';
+
+/** What the listing needs of an edge: READ_DIR's Edge and READ_DIR_WITH_ATTRS's EdgeWithAttrs have it. */
+export interface HashedEdge {
+  readonly nameHash: bigint;
+}
 
 /** Names hash to 63 bits (metadata.md, READ_DIR): every hash is below this. */
 export const HASH_SPACE = 1n << 63n;
@@ -16,13 +20,13 @@ export const RANGES_IN_FLIGHT = 16;
 /** Bound on the ranges one listing is cut into (a huge directory gets longer ranges). */
 export const MAX_RANGES = 4096;
 
-export interface ReadDirPage {
+export interface ReadDirPage<E extends HashedEdge = HashedEdge> {
   nextHash: bigint;
-  results: EdgeT[];
+  results: E[];
 }
 
 /** One READ_DIR page of the directory, from `startHash` (inclusive). */
-export type FetchPage = (startHash: bigint) => Promise<ReadDirPage>;
+export type FetchPage<E extends HashedEdge = HashedEdge> = (startHash: bigint) => Promise<ReadDirPage<E>>;
 
 /**
  * Start hashes of the ranges that cover [nextHash, HASH_SPACE), given that the first page held
@@ -43,8 +47,8 @@ export function planRanges(firstPageEntries: number, nextHash: bigint): bigint[]
 }
 
 /** The edges with hashes in [start, end), page by page. */
-async function readRange(fetchPage: FetchPage, start: bigint, end: bigint): Promise<EdgeT[]> {
-  const out: EdgeT[] = [];
+async function readRange<E extends HashedEdge>(fetchPage: FetchPage<E>, start: bigint, end: bigint): Promise<E[]> {
+  const out: E[] = [];
   for (let hash = start; ; ) {
     const page = await fetchPage(hash);
     for (const e of page.results) {
@@ -62,12 +66,12 @@ async function readRange(fetchPage: FetchPage, start: bigint, end: bigint): Prom
  * each range in order). Ranges after the one being handed out are read ahead, at most
  * RANGES_IN_FLIGHT in all; a consumer that stops early leaves at most those to finish unread.
  */
-export async function* readDirBatches(fetchPage: FetchPage): AsyncGenerator<EdgeT[]> {
+export async function* readDirBatches<E extends HashedEdge>(fetchPage: FetchPage<E>): AsyncGenerator<E[]> {
   const first = await fetchPage(0n);
   yield first.results;
   if (first.nextHash === 0n) return;
   const starts = planRanges(first.results.length, first.nextHash);
-  const inFlight: Promise<EdgeT[]>[] = [];
+  const inFlight: Promise<E[]>[] = [];
   let next = 0;
   const launch = () => {
     while (inFlight.length < RANGES_IN_FLIGHT && next < starts.length) {

@@ -15,6 +15,19 @@ export const EdgeWithOwnership = struct('EdgeWithOwnership', {
   name: bytes,
   creationTime: u64,
 });
+/**
+ * Extension (READ_DIR_WITH_ATTRS): an Edge and, where `hasAttrs`, its target's STAT (size and
+ * mtime of a linked file or symlink stored on the answering shard); zeros otherwise.
+ */
+export const EdgeWithAttrs = struct('EdgeWithAttrs', {
+  targetId: u64,
+  nameHash: u64,
+  name: bytes,
+  creationTime: u64,
+  hasAttrs: bool,
+  size: u64,
+  mtime: u64,
+});
 export const TransientFile = struct('TransientFile', { id: u64, deadlineTime: u64 });
 export const NewBlockInfo = struct('NewBlockInfo', { crc32, size: v61 });
 export const BlockInfo = struct('BlockInfo', { ip: ip4, port: u16, blockId: u64, certificate: mac8 });
@@ -102,6 +115,15 @@ export const SHARD_MESSAGES = {
     { dirId: u64, startHash: u64, startName: bytes, startTime: u64 },
     { finished: bool, results: list(EdgeWithOwnership) },
   ),
+  // Extension, not in the original protocol (an original shard answers MALFORMED_REQUEST): READ_DIR
+  // whose edges carry their files' attributes, so that listing with sizes (ls -l, find, du,
+  // rsync, the mount's readdirplus) costs a page per ~30 names instead of a STAT per name.
+  READ_DIR_WITH_ATTRS: msg(
+    0x40,
+    'READ_DIR_WITH_ATTRS',
+    { dirId: u64, startHash: u64, asOfTime: u64 },
+    { nextHash: u64, results: list(EdgeWithAttrs) },
+  ),
   // Privileged (CDC-only, MAC'd with the CDC key).
   CREATE_DIRECTORY_INODE: msg(0x80, 'CREATE_DIRECTORY_INODE', { id: u64, ownerId: u64, opaque: bytes }, { mtime: u64 }),
   SET_DIRECTORY_OWNER: msg(0x81, 'SET_DIRECTORY_OWNER', { dirId: u64, ownerId: u64 }, {}),
@@ -164,6 +186,7 @@ export function isPrivilegedShardKind(kind: number): boolean {
 
 export type EdgeT = Infer<typeof Edge>;
 export type EdgeWithOwnershipT = Infer<typeof EdgeWithOwnership>;
+export type EdgeWithAttrsT = Infer<typeof EdgeWithAttrs>;
 export type FetchedSpanT = Infer<typeof FetchedSpan>;
 export type FetchedBlockT = Infer<typeof FetchedBlock>;
 export type BlockInfoT = Infer<typeof BlockInfo>;
