@@ -56,8 +56,8 @@ const MAX_CACHED_CHILD_IDS = 65_536;
 const STATFS_CACHE_MS = 2_000;
 /** Stats issued at once to fill one readdirplus reply. */
 const READDIRPLUS_BATCH = 32;
-/** Entries in one readdirplus reply at most (each costs a STAT unless its attributes are known). */
-const READDIRPLUS_MAX_ENTRIES = 64;
+/** Entries in one readdirplus reply whose attributes take a STAT, at most. */
+const READDIRPLUS_MAX_STATS = 64;
 /** Entries from a readdirplus reply's first whose file attributes are fetched ahead (the next replies'). */
 const READDIRPLUS_AHEAD = 256;
 /** Zeros written per step when a write or truncate leaves a hole. */
@@ -184,7 +184,7 @@ export class EggsFs implements FuseFilesystem {
     this.uid = opts.uid ?? 0;
     this.gid = opts.gid ?? 0;
     this.heldScanner = opts.mountpoint ? new HeldScanner(opts.mountpoint.replace(/\/+$/, '') + '/') : undefined;
-    this.dirCache = new DirCache(ENTRY_TTL_MS, (dirId) => this.client.readDirId(dirId), monoMs, (dirId, err) =>
+    this.dirCache = new DirCache(ENTRY_TTL_MS, (dirId) => this.listDir(dirId), monoMs, (dirId, err) =>
       log.debug(`lookahead of directory 0x${dirId.toString(16)} failed: ${err.message}`),
     );
     this.constructPool = new ConstructPool((dirId) => this.client.constructFile(dirId), monoMs);
@@ -276,6 +276,24 @@ export class EggsFs implements FuseFilesystem {
       if (n.kind !== 'directory') this.cacheFileAttrs(n.id, n.size, n.mtimeNs);
     }
     n.fetchedAtMs = monoMs();
+  }
+
+  /**
+   * A directory's entries; the file attributes the listing carries (READ_DIR_WITH_ATTRS) are kept,
+   * so that readdirplus and the lookups after a listing need no STAT for them.
+   */
+  private async *listDir(dirId: bigint): AsyncIterable<DirEntry> {
+    for await (const e of this.client.readDirWithAttrs(dirId)) {
+      if (e.attrs) this.cacheFileAttrs(e.id, e.attrs.size, e.attrs.mtime + EGGS_EPOCH_NS);
+      yield e;
+    }
+  }
+
+  /** Whether a node's attributes can be given without a STAT. */
+  private attrsAtHand(id: bigint): boolean {
+    const n = this.nodes.get(this.nodeidOf(id));
+    if (isDirectory(id)) return n !== undefined && monoMs() - n.fetchedAtMs < DIR_ATTR_TTL_MS;
+    return this.fileAttrs.has(id) || (n !== undefined && n.fetchedAtMs > -Infinity);
   }
 
   /** Remembers which file a name pointed at (a hint: a stale one costs a retry, never a wrong unlink). */
@@ -693,7 +711,7 @@ export class EggsFs implements FuseFilesystem {
       const fill = this.dirCache.beginFill(h.dirId);
       let ids: Map<string, bigint> | undefined;
       try {
-        for await (const e of this.client.readDirId(h.dirId)) list.push(e);
+        for await (const e of this.listDir(h.dirId)) list.push(e);
         ids = new Map();
         for (const e of list) ids.set(e.name, e.id);
       } finally {
@@ -708,12 +726,13 @@ export class EggsFs implements FuseFilesystem {
       const ino = i === 0 ? nodeid : FUSE_ROOT_ID;
       if (!out.add({ name: i === 0 ? '.' : '..', ino, mode: DIR_MODE, nextOffset: BigInt(i + 1) })) return;
     }
-    // A readdirplus reply stops at READDIRPLUS_MAX_ENTRIES even where more would fit, since every
-    // entry in it costs a STAT: the kernel asks again, with readdirplus only if the names were
+    // A readdirplus reply stops after READDIRPLUS_MAX_STATS entries whose attributes take a STAT,
+    // even where more would fit: the kernel asks again, with readdirplus only if the names were
     // looked up meanwhile (READDIRPLUS_AUTO), so a names-only listing pays for one reply's STATs.
-    const end = out.plus ? Math.min(entries.length, i - 2 + READDIRPLUS_MAX_ENTRIES) : entries.length;
+    // Attributes the listing carried cost nothing, and those entries are not counted.
+    let statsLeft = READDIRPLUS_MAX_STATS;
     let aheadTo = i - 2;
-    while (i - 2 < end) {
+    while (i - 2 < entries.length) {
       if (out.plus && aheadTo < entries.length) {
         // The STATs of the next batches go out while this one's are awaited.
         const to = Math.min(entries.length, i - 2 + READDIRPLUS_AHEAD);
@@ -721,7 +740,18 @@ export class EggsFs implements FuseFilesystem {
         for (; aheadTo < to; aheadTo++) ahead.push(entries[aheadTo]!.id);
         this.statAhead.want(ahead);
       }
-      const batch = entries.slice(i - 2, Math.min(end, i - 2 + READDIRPLUS_BATCH));
+      let batchEnd = Math.min(entries.length, i - 2 + READDIRPLUS_BATCH);
+      if (out.plus) {
+        let j = i - 2;
+        for (; j < batchEnd; j++) {
+          if (this.attrsAtHand(entries[j]!.id)) continue;
+          if (statsLeft === 0) break;
+          statsLeft--;
+        }
+        batchEnd = j;
+        if (batchEnd === i - 2) return;
+      }
+      const batch = entries.slice(i - 2, batchEnd);
       const nodes = out.plus ? await Promise.all(batch.map((e) => this.known(e.id).catch(() => undefined))) : [];
       for (let j = 0; j < batch.length; j++, i++) {
         const e = batch[j]!;
