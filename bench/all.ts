@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const BENCHES = ['rs', 'shard', 'cdc', 'blocks', 'redundancy', 'e2e', 'fuse'] as const;
+const BENCHES = ['rs', 'shard', 'readdir', 'cdc', 'blocks', 'redundancy', 'e2e', 'fuse'] as const;
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 const wanted = process.argv.slice(2);

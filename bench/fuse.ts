@@ -6,13 +6,17 @@
 //     cold read (caches dropped) of one file of random bytes
 //   - create (empty files), stat (caches dropped first), list and remove N files, one at a time and
 //     64 in flight (node:fs in a child process with a threadpool big enough for 64)
+//   - walking a directory of N files (0-99 bytes) that another client wrote: `ls -f`, `ls -l`,
+//     `find -size` and `du -s`, each on cold caches (dropped; for EggsFS also a fresh mount, so the
+//     mount has nothing cached either). Local disk and passthrough_ll: files written into the
+//     directory underneath.
 // Goals (issue 6): large-file write and read ≥ 70 % of passthrough_ll's, create and stat ≥ 50 %.
 //
 //   node dist/bench/fuse.js [--mib N (default 1024)] [--files N (default 10000)]
 // Needs root, /dev/fuse and `apt-get install -y libfuse3-dev fuse3 pkg-config gcc`.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
-import { open, readdir, stat, unlink } from 'node:fs/promises';
+import { open, readdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -88,6 +92,40 @@ function runMeta(dir: string, n: number, concurrency: number): Promise<Record<st
   });
 }
 
+// ---- walking a directory another client wrote ----------------------------------------------------
+
+const WALKS: [string, (dir: string) => string[]][] = [
+  ['ls -f', (d) => ['ls', '-f', d]],
+  ['ls -l', (d) => ['ls', '-l', d]],
+  ['find -size', (d) => ['find', d, '-size', '+50c']],
+  ['du -s', (d) => ['du', '-s', d]],
+];
+
+/** Files of 0-99 bytes, 64 written at once. */
+async function writeWalkFiles(write: (name: string, data: Buffer) => Promise<void>, files: number): Promise<void> {
+  await pool(files, IN_FLIGHT, (i) => write(`w${String(i).padStart(6, '0')}`, Buffer.alloc(i % 100, 0x61)));
+}
+
+/** Entries per second of each walk; `view` gives a cold view of the directory for each (and a way to close it). */
+async function timeWalks(label: string, files: number, view: () => Promise<{ dir: string; close: () => unknown }>): Promise<Record<string, number>> {
+  process.stderr.write(`${label}: walking ${files} files\n`);
+  const rates: Record<string, number> = {};
+  for (const [name, argv] of WALKS) {
+    const v = await view();
+    try {
+      dropCaches();
+      const [cmd, ...args] = argv(v.dir);
+      const t0 = process.hrtime.bigint();
+      const r = spawnSync(cmd!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+      if (r.status !== 0) throw new Error(`${argv(v.dir).join(' ')}: ${r.stderr.toString()}`);
+      rates[name] = files / (Number(process.hrtime.bigint() - t0) / 1e9);
+    } finally {
+      await v.close();
+    }
+  }
+  return rates;
+}
+
 // ---- big file ---------------------------------------------------------------------------------
 
 function ddSeconds(args: string[]): number {
@@ -102,6 +140,7 @@ interface Figures {
   readMBs: number;
   meta1: Record<string, number>;
   meta64: Record<string, number>;
+  walk?: Record<string, number>;
 }
 
 async function measure(label: string, dir: string, source: string, bytes: number, files: number): Promise<Figures> {
@@ -226,6 +265,10 @@ async function main(): Promise<void> {
     const local = path.join(tmp.path, 'local');
     mkdirSync(local);
     results.local = await measure('local disk', local, source, bytes, files);
+    const localWalk = path.join(tmp.path, 'local-walk');
+    mkdirSync(localWalk);
+    await writeWalkFiles((name, data) => writeFile(path.join(localWalk, name), data), files);
+    results.local.walk = await timeWalks('local disk', files, async () => ({ dir: localWalk, close: () => {} }));
 
     // passthrough_ll over another fresh local directory.
     const pt = buildPassthrough(tmp.path);
@@ -241,6 +284,9 @@ async function main(): Promise<void> {
       });
       await waitMounted(ptMnt, 10_000);
       results.passthrough_ll = await measure('passthrough_ll', ptMnt, source, bytes, files);
+      mkdirSync(path.join(ptSrc, 'walk'));
+      await writeWalkFiles((name, data) => writeFile(path.join(ptSrc, 'walk', name), data), files);
+      results.passthrough_ll.walk = await timeWalks('passthrough_ll', files, async () => ({ dir: path.join(ptMnt, 'walk'), close: () => {} }));
       unmount(ptMnt);
       proc.kill('SIGTERM');
     } else {
@@ -255,6 +301,32 @@ async function main(): Promise<void> {
     await mount.waitFor(/^ready mount /);
     results.eggsfs = await measure('eggsfs', mnt, source, bytes, files);
     results.client = await measureClient(cluster.shuckleUrl, source, bytes, files);
+    {
+      const { EggsClient } = await import('../src/client/index.js');
+      const c = await EggsClient.connect({ shuckleUrl: cluster.shuckleUrl });
+      try {
+        const dirId = await c.mkdir('/walk');
+        await writeWalkFiles(async (name, data) => {
+          const w = c.createFile(dirId, name);
+          await w.write(data);
+          await w.close();
+        }, files);
+      } finally {
+        await c.close();
+      }
+      // A fresh mount for each walk: nothing of the directory is cached in the kernel or the mount.
+      const freshMnt = path.join(tmp.path, 'eggs-fresh');
+      mkdirSync(freshMnt);
+      results.eggsfs.walk = await timeWalks('eggsfs', files, async () => {
+        const m = startEggsfs(['mount', freshMnt, '--shuckle', cluster!.shuckleUrl]);
+        await m.waitFor(/^ready mount /);
+        const close = async () => {
+          await m.kill('SIGTERM');
+          if (mounted(freshMnt)) unmount(freshMnt);
+        };
+        return { dir: path.join(freshMnt, 'walk'), close };
+      });
+    }
 
     const base = results.passthrough_ll;
     const e = results.eggsfs;
@@ -269,11 +341,13 @@ async function main(): Promise<void> {
     ] as const) {
       for (const op of ['create', 'stat', 'list', 'remove']) rows.push([`${op} ${files} files, ${tag} (/s)`, (f) => f[c][op]!, op]);
     }
+    for (const [name] of WALKS) rows.push([`${name}, ${files} files another client wrote, cold (/s)`, (f) => f.walk?.[name] ?? NaN, name]);
     const cl = results.client!;
     const lines = ['', `| work | local disk | passthrough_ll | EggsFS mount | EggsFS / passthrough_ll | client library, no FUSE | mount / client |`, '|---|---|---|---|---|---|---|'];
     for (const [name, get] of rows) {
       const ratio = base ? `${(get(e) / get(base)).toFixed(2)}×` : 'n/a';
-      lines.push(`| ${name} | ${fmt(get(l))} | ${base ? fmt(get(base)) : 'n/a'} | ${fmt(get(e))} | ${ratio} | ${fmt(get(cl))} | ${(get(e) / get(cl)).toFixed(2)}× |`);
+      const client = Number.isNaN(get(cl)) ? ['—', '—'] : [fmt(get(cl)), `${(get(e) / get(cl)).toFixed(2)}×`];
+      lines.push(`| ${name} | ${fmt(get(l))} | ${base ? fmt(get(base)) : 'n/a'} | ${fmt(get(e))} | ${ratio} | ${client[0]} | ${client[1]} |`);
     }
     lines.push(
       '',
