@@ -34,6 +34,7 @@ const MUTATING_KINDS: ReadonlySet<ShardKindName> = new Set<ShardKindName>([
 const MUTATES: boolean[] = new Array(256).fill(false);
 for (const k of MUTATING_KINDS) MUTATES[SHARD_MESSAGES[k].kind] = true;
 const READ_DIR_KIND = SHARD_MESSAGES.READ_DIR.kind;
+const READ_DIR_WITH_ATTRS_KIND = SHARD_MESSAGES.READ_DIR_WITH_ATTRS.kind;
 
 interface Queued {
   buf: Buffer;
@@ -146,8 +147,9 @@ export class ShardServer {
           this.tx.savepoint.run();
           savepointOpen = true;
         }
-        // READ_DIR comes encoded from its rows (readdir.ts); the rest through their declarations.
+        // The listings come encoded from their rows (readdir.ts); the rest through their declarations.
         if (d.decl.kind === READ_DIR_KIND) resp = this.store.readDirResponse(d.requestId, d.body);
+        else if (d.decl.kind === READ_DIR_WITH_ATTRS_KIND) resp = this.store.readDirWithAttrsResponse(d.requestId, d.body);
         else resp = encodeResponseFor(SHARD_PROTOCOL, d.decl, d.requestId, this.store.execute(d.decl.kind, d.body));
         if (resp.length > UDP_MTU) throw new ShardFail(ErrorCode.INTERNAL_ERROR, `${d.decl.name} response of ${resp.length} bytes exceeds ${UDP_MTU}`);
         if (mutates) {

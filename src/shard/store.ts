@@ -18,7 +18,6 @@ import {
   FetchedSpan,
   SHARD_MESSAGES,
   type BlockInfoT,
-  type EdgeWithAttrsT,
   type EdgeWithOwnershipT,
   type FetchedBlockT,
   type FetchedSpanT,
@@ -27,7 +26,7 @@ import {
   type ShardResp,
 } from '../proto/messages.js';
 import { Registry, UNKNOWN_IP, UNKNOWN_PORT } from './registry.js';
-import { EDGE_MIN_BYTES, READ_DIR_FETCH, edgeHashHex, edgeHexSql, encodeReadDirResponse, readDirPageCount } from './readdir.js';
+import { EDGE_LAYOUT, EDGE_MIN_BYTES, EDGE_WITH_ATTRS_LAYOUT, READ_DIR_FETCH, edgeHashHex, edgeHexSql, edgeWithAttrsHexSql, encodeReadDirResponse, readDirPageCount, type EdgeLayout } from './readdir.js';
 
 /** A request's definitive error answer. Not an Error: thrown on ordinary paths, so no stack. */
 export class ShardFail {
@@ -55,9 +54,6 @@ const COUNTER_STEP = 0x100n;
 const PAGE_BUDGET_BYTES = UDP_MTU - HEADER_BYTES - 10;
 const FULL_READ_DIR_BUDGET_BYTES = UDP_MTU - HEADER_BYTES - 3;
 const FULL_READ_DIR_FETCH = Math.floor(FULL_READ_DIR_BUDGET_BYTES / EDGE_MIN_BYTES) + 1;
-/** EdgeWithAttrs beyond an Edge: has_attrs u8, size u64, mtime u64. */
-const EDGE_ATTRS_BYTES = 17;
-const READ_DIR_WITH_ATTRS_FETCH = Math.floor(PAGE_BUDGET_BYTES / (EDGE_MIN_BYTES + EDGE_ATTRS_BYTES)) + 1;
 const FETCHED_SPAN_MIN_BYTES = 11;
 const FILE_SPANS_FETCH = Math.floor(PAGE_BUDGET_BYTES / FETCHED_SPAN_MIN_BYTES) + 1;
 export const VISIT_IDS_PER_PAGE = 181;
@@ -116,16 +112,6 @@ interface EdgeRow {
   target_id: bigint;
   owned: bigint | null;
   locked: bigint | null;
-}
-interface EdgeAttrsRow {
-  target_id: bigint;
-  name_hash: bigint;
-  name: Buffer;
-  ct: bigint;
-  /** The target's row in this shard's files table, if any (LEFT JOIN). */
-  size: bigint | null;
-  mtime: bigint | null;
-  transient: bigint | null;
 }
 interface SpanRow {
   byte_offset: bigint;
@@ -208,13 +194,13 @@ export class ShardStore {
         GROUP BY name_hash, name HAVING target_id <> 0
         ORDER BY name_hash, name LIMIT ${READ_DIR_FETCH}`).pluck(true),
       // READ_DIR's edges (the same query), each with its target's row in files when it has one here.
-      readDirWithAttrs: p(`SELECT e.target_id, e.name_hash, e.name, e.ct, f.size, f.mtime, f.transient FROM (
+      readDirWithAttrs: p(`SELECT ${edgeWithAttrsHexSql('e.target_id', 'e.name_hash', 'e.name', 'e.ct', 'f')} FROM (
           SELECT target_id, name_hash, name, max(creation_time) AS ct FROM edges
           WHERE dir_id = ? AND name_hash >= ? AND creation_time <= ?
           GROUP BY name_hash, name HAVING target_id <> 0
-          ORDER BY name_hash, name LIMIT ${READ_DIR_WITH_ATTRS_FETCH}) AS e
+          ORDER BY name_hash, name LIMIT ${EDGE_WITH_ATTRS_LAYOUT.fetch}) AS e
         LEFT JOIN files AS f ON f.id = e.target_id
-        ORDER BY e.name_hash, e.name`),
+        ORDER BY e.name_hash, e.name`).pluck(true),
       fullReadDir: p(`SELECT target_id, name_hash, name, creation_time, current, owned FROM edges
         WHERE dir_id = @dir AND (name_hash > @hash OR (name_hash = @hash AND (name > @name OR (name = @name AND creation_time >= @time))))
         ORDER BY name_hash, name, creation_time LIMIT ${FULL_READ_DIR_FETCH}`),
@@ -382,17 +368,29 @@ export class ShardStore {
    * (readdir.ts), without Edge objects. Throws ShardFail like a handler.
    */
   readDirResponse(requestId: bigint, r: ShardReq<'READ_DIR'>): Buffer {
+    return this.readDirPage(requestId, r, this.st.readDir, EDGE_LAYOUT);
+  }
+
+  /**
+   * READ_DIR_WITH_ATTRS (our extension) likewise: READ_DIR's edges and page rule, each edge with
+   * its target's size and mtime where that is a linked file or symlink of this shard.
+   */
+  readDirWithAttrsResponse(requestId: bigint, r: ShardReq<'READ_DIR_WITH_ATTRS'>): Buffer {
+    return this.readDirPage(requestId, r, this.st.readDirWithAttrs, EDGE_WITH_ATTRS_LAYOUT);
+  }
+
+  private readDirPage(requestId: bigint, r: ShardReq<'READ_DIR'>, query: Database.Statement, edge: EdgeLayout): Buffer {
     const asOf = r.asOfTime & MAX_I63;
     if (r.startHash > MAX_I63 || !storable(r.dirId)) {
       this.getDirectory(r.dirId);
-      return encodeReadDirResponse(requestId, [], 0);
+      return encodeReadDirResponse(requestId, [], 0, edge);
     }
-    const edges = this.st.readDir.all(r.dirId, r.startHash, asOf) as string[];
+    const edges = query.all(r.dirId, r.startHash, asOf) as string[];
     // Edges exist only in existing directories (foreign key): only an empty answer needs the check.
     if (edges.length === 0) this.getDirectory(r.dirId);
-    const count = readDirPageCount(edges);
+    const count = readDirPageCount(edges, edge.fetch);
     if (count < 0) fail(ErrorCode.INTERNAL_ERROR, `a page of directory entries all share hash 0x${edgeHashHex(edges[0]!)}`);
-    return encodeReadDirResponse(requestId, edges, count);
+    return encodeReadDirResponse(requestId, edges, count, edge);
   }
 
   /** READ_DIR as a response body, for callers of execute(); the server uses readDirResponse. */
@@ -400,32 +398,9 @@ export class ShardStore {
     return decode(SHARD_MESSAGES.READ_DIR.resp, this.readDirResponse(0n, r).subarray(HEADER_BYTES));
   }
 
-  /**
-   * READ_DIR (same edges, same page rule: a hash bucket is never split), each edge with its
-   * target's size and mtime where the target is a linked file or symlink of this shard.
-   */
+  /** READ_DIR_WITH_ATTRS as a response body, for callers of execute(); the server uses readDirWithAttrsResponse. */
   private readDirWithAttrs(r: ShardReq<'READ_DIR_WITH_ATTRS'>): ShardResp<'READ_DIR_WITH_ATTRS'> {
-    if (r.startHash > MAX_I63 || !storable(r.dirId)) {
-      this.getDirectory(r.dirId);
-      return { nextHash: 0n, results: [] };
-    }
-    const rows = this.st.readDirWithAttrs.all(r.dirId, r.startHash, r.asOfTime & MAX_I63) as EdgeAttrsRow[];
-    if (rows.length === 0) this.getDirectory(r.dirId);
-    const results: EdgeWithAttrsT[] = [];
-    let usedBytes = HEADER_BYTES + 10;
-    for (const row of rows) {
-      usedBytes += EDGE_MIN_BYTES + EDGE_ATTRS_BYTES + row.name.length;
-      if (usedBytes > UDP_MTU) {
-        const nextHash = row.name_hash;
-        while (results.length > 0 && results[results.length - 1]!.nameHash === nextHash) results.pop();
-        if (results.length === 0) fail(ErrorCode.INTERNAL_ERROR, `a page of directory entries all share hash 0x${nextHash.toString(16)}`);
-        return { nextHash, results };
-      }
-      const hasAttrs = row.transient === 0n;
-      results.push({ targetId: row.target_id, nameHash: row.name_hash, name: row.name, creationTime: row.ct, hasAttrs, size: hasAttrs ? row.size! : 0n, mtime: hasAttrs ? row.mtime! : 0n });
-    }
-    assert(rows.length < READ_DIR_WITH_ATTRS_FETCH, 'a full fetch of edges fits one page');
-    return { nextHash: 0n, results };
+    return decode(SHARD_MESSAGES.READ_DIR_WITH_ATTRS.resp, this.readDirWithAttrsResponse(0n, r).subarray(HEADER_BYTES));
   }
 
   private fullReadDir(r: ShardReq<'FULL_READ_DIR'>): ShardResp<'FULL_READ_DIR'> {
