@@ -21,6 +21,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Service } from '../test/helpers/proc.js';
+import { inParallel } from '../test/helpers/pool.js';
 import type { TestCluster } from '../test/helpers/cluster.js';
 
 function arg(name: string, fallback: number): number {
@@ -34,14 +35,6 @@ const SELF = fileURLToPath(import.meta.url);
 
 // ---- metadata workload (runs in a child process: `fuse.js --meta DIR N CONCURRENCY`) ----------
 
-async function pool(n: number, concurrency: number, op: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < n; i = next++) await op(i);
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
-}
-
 async function metaWorkload(dir: string, n: number, concurrency: number): Promise<void> {
   const name = (i: number) => path.join(dir, `f${String(i).padStart(6, '0')}`);
   const rates: Record<string, number> = {};
@@ -51,14 +44,14 @@ async function metaWorkload(dir: string, n: number, concurrency: number): Promis
     rates[what] = count / (Number(process.hrtime.bigint() - t0) / 1e9);
   };
   await timed('create', n, () =>
-    pool(n, concurrency, async (i) => {
+    inParallel(n, concurrency, async (i) => {
       const fh = await open(name(i), 'wx');
       await fh.close();
     }),
   );
   dropCaches();
   await timed('stat', n, () =>
-    pool(n, concurrency, async (i) => {
+    inParallel(n, concurrency, async (i) => {
       const st = await stat(name(i));
       if (!st.isFile()) throw new Error(`${name(i)} is not a file`);
     }),
@@ -67,7 +60,7 @@ async function metaWorkload(dir: string, n: number, concurrency: number): Promis
     const names = await readdir(dir);
     if (names.length !== n) throw new Error(`listed ${names.length} of ${n} files in ${dir}`);
   });
-  await timed('remove', n, () => pool(n, concurrency, (i) => unlink(name(i))));
+  await timed('remove', n, () => inParallel(n, concurrency, (i) => unlink(name(i))));
   process.stdout.write(JSON.stringify(rates) + '\n');
 }
 
@@ -103,7 +96,7 @@ const WALKS: [string, (dir: string) => string[]][] = [
 
 /** Files of 0-99 bytes, 64 written at once. */
 async function writeWalkFiles(write: (name: string, data: Buffer) => Promise<void>, files: number): Promise<void> {
-  await pool(files, IN_FLIGHT, (i) => write(`w${String(i).padStart(6, '0')}`, Buffer.alloc(i % 100, 0x61)));
+  await inParallel(files, IN_FLIGHT, (i) => write(`w${String(i).padStart(6, '0')}`, Buffer.alloc(i % 100, 0x61)));
 }
 
 /** Entries per second of each walk; `view` gives a cold view of the directory for each (and a way to close it). */
@@ -194,14 +187,14 @@ async function measureClient(shuckleUrl: string, source: string, bytes: number, 
         await fn();
         rates[what] = files / (Number(process.hrtime.bigint() - s0) / 1e9);
       };
-      await timed('create', () => pool(files, concurrency, async (i) => void (await c.createFile(dir, name(i)).close())));
-      await timed('stat', () => pool(files, concurrency, async (i) => void (await c.statId((await c.lookupAt(dir, name(i))).id))));
+      await timed('create', () => inParallel(files, concurrency, async (i) => void (await c.createFile(dir, name(i)).close())));
+      await timed('stat', () => inParallel(files, concurrency, async (i) => void (await c.statId((await c.lookupAt(dir, name(i))).id))));
       await timed('list', async () => {
         let n = 0;
         for await (const _ of c.readDirId(dir)) n++;
         if (n !== files) throw new Error(`listed ${n} of ${files}`);
       });
-      await timed('remove', () => pool(files, concurrency, (i) => c.unlinkAt(dir, name(i))));
+      await timed('remove', () => inParallel(files, concurrency, (i) => c.unlinkAt(dir, name(i))));
       return rates;
     };
     return { writeMBs: bytes / writeS / 1e6, readMBs: bytes / readS / 1e6, meta1: await meta(1), meta64: await meta(IN_FLIGHT) };

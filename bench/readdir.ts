@@ -5,9 +5,9 @@
 // STAT per name (also timed, 64 STATs in flight).
 //
 //   node dist/bench/readdir.js [--names 10000] [--reps 5]
-import { startShards } from '../test/helpers/shard-proc.js';
+import { directoryWithFiles, startShards } from '../test/helpers/shard-proc.js';
+import { inParallel } from '../test/helpers/pool.js';
 import { readDirBatches, type FetchPage } from '../src/client/read-dir.js';
-import { InodeType, ROOT_DIR_INODE_ID } from '../src/proto/ids.js';
 import type { EdgeT, EdgeWithAttrsT } from '../src/proto/messages.js';
 import { AS_OF_NOW } from '../src/proto/time.js';
 
@@ -21,24 +21,12 @@ function median(xs: number[]): number {
   return a.length % 2 ? a[a.length >> 1]! : (a[a.length / 2 - 1]! + a[a.length / 2]!) / 2;
 }
 
-async function pool(n: number, concurrency: number, op: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, async () => {
-    for (let i = next++; i < n; i = next++) await op(i);
-  }));
-}
-
 async function main(): Promise<void> {
   const names = arg('names', 10_000);
   const reps = arg('reps', 5);
   const fx = await startShards();
   try {
-    const dirId = 0x2000000000000000n | (4242n << 8n);
-    await fx.req('CREATE_DIRECTORY_INODE', { id: dirId, ownerId: ROOT_DIR_INODE_ID, opaque: Buffer.alloc(0) });
-    await pool(names, 64, async (i) => {
-      const f = await fx.req('CONSTRUCT_FILE', { type: InodeType.FILE });
-      await fx.req('LINK_FILE', { fileId: f.id, cookie: f.cookie, ownerId: dirId, name: Buffer.from(`f${String(i).padStart(6, '0')}`) });
-    });
+    const dirId = await directoryWithFiles(fx, 4242n, Array.from({ length: names }, (_, i) => `f${String(i).padStart(6, '0')}`));
     const readDir: FetchPage<EdgeT> = (startHash) => fx.req('READ_DIR', { dirId, startHash, asOfTime: AS_OF_NOW });
     const withAttrs: FetchPage<EdgeWithAttrsT> = (startHash) => fx.req('READ_DIR_WITH_ATTRS', { dirId, startHash, asOfTime: AS_OF_NOW });
     const timed = async (fn: () => Promise<number>): Promise<number> => {
@@ -64,7 +52,7 @@ async function main(): Promise<void> {
     const listThenStat = async () => {
       const ids: bigint[] = [];
       for await (const b of readDirBatches(readDir)) for (const e of b) ids.push(e.targetId);
-      await pool(ids.length, 64, async (i) => void (await fx.req('STAT', { id: ids[i]! })));
+      await inParallel(ids.length, 64, async (i) => void (await fx.req('STAT', { id: ids[i]! })));
       return ids.length;
     };
     const figures = { walk: [] as number[], ranges: [] as number[], attrs: [] as number[], statEach: [] as number[] };

@@ -4,13 +4,13 @@
 // pages read twice, a small one costs one request, and errors and malformed cursors surface.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startShards, type ShardFixture } from './helpers/shard-proc.js';
+import { directoryWithFiles, startShards, type ShardFixture } from './helpers/shard-proc.js';
 import { UdpFaultProxy } from './helpers/udp-fault-proxy.js';
 import { freeUdpRange } from './helpers/ports.js';
 import { EggsClient, type DirEntryWithAttrs } from '../src/client/index.js';
 import { HASH_SPACE, MAX_RANGES, PAGES_PER_RANGE, RANGES_IN_FLIGHT, planRanges, readDirBatches, type FetchPage, type ReadDirPage } from '../src/client/read-dir.js';
 import { EggsError, ErrorCode } from '../src/proto/errors.js';
-import { InodeType, ROOT_DIR_INODE_ID } from '../src/proto/ids.js';
+import { InodeType } from '../src/proto/ids.js';
 import type { EdgeT, EdgeWithAttrsT } from '../src/proto/messages.js';
 import { UDP_MTU } from '../src/proto/envelope.js';
 import { crc32c, crcToBytes } from '../src/proto/crc32c.js';
@@ -23,20 +23,8 @@ before(async () => {
 });
 after(async () => fx?.stop());
 
-let nextDirLocal = 1n;
-async function dirWith(names: string[]): Promise<bigint> {
-  const id = 0x2000000000000000n | ((nextDirLocal++ + 9000n) << 8n);
-  await fx.req('CREATE_DIRECTORY_INODE', { id, ownerId: ROOT_DIR_INODE_ID, opaque: Buffer.alloc(0) });
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < names.length; i = next++) {
-      const f = await fx.req('CONSTRUCT_FILE', { type: InodeType.FILE });
-      await fx.req('LINK_FILE', { fileId: f.id, cookie: f.cookie, ownerId: id, name: Buffer.from(names[i]!) });
-    }
-  };
-  await Promise.all(Array.from({ length: 64 }, worker));
-  return id;
-}
+let nextDirLocal = 9001n;
+const dirWith = (names: string[]) => directoryWithFiles(fx, nextDirLocal++, names);
 
 /** A page fetcher for `dir` that counts requests and the most ever in flight. */
 function counted(dir: bigint): { fetch: FetchPage<EdgeT>; stats: { requests: number; inFlight: number; maxInFlight: number } } {

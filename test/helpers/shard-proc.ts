@@ -4,10 +4,12 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { UdpTransport } from '../../src/client/transport.js';
 import { EggsError, errorName } from '../../src/proto/errors.js';
+import { InodeType } from '../../src/proto/ids.js';
 import type { ShardKindName, ShardReq, ShardResp } from '../../src/proto/messages.js';
 import { freeUdpRange } from './ports.js';
 import { startEggsfs, tempDir, type Service } from './proc.js';
 import { fakeBlockServices, startFixtureShuckle, type FixtureShuckle } from './fixture-shuckle.js';
+import { inParallel } from './pool.js';
 
 export interface ShardFixture {
   readonly basePort: number;
@@ -83,6 +85,20 @@ export async function directoryPerShard(fx: ShardFixture, count: number): Promis
     dirs.push(id);
   }
   return dirs;
+}
+
+/**
+ * A directory on shard 0 (owned by the root, as the CDC would make it) with an empty linked file
+ * under each name, 64 created at once: its id. `local` picks the id (distinct per directory).
+ */
+export async function directoryWithFiles(fx: ShardFixture, local: bigint, names: readonly string[]): Promise<bigint> {
+  const id = 0x2000000000000000n | (local << 8n);
+  await fx.req('CREATE_DIRECTORY_INODE', { id, ownerId: 0x2000000000000000n, opaque: Buffer.alloc(0) });
+  await inParallel(names.length, 64, async (i) => {
+    const f = await fx.req('CONSTRUCT_FILE', { type: InodeType.FILE });
+    await fx.req('LINK_FILE', { fileId: f.id, cookie: f.cookie, ownerId: id, name: Buffer.from(names[i]!) });
+  });
+  return id;
 }
 
 /** Wait until the shard has learnt its block services (polled at start, asynchronously). */
