@@ -7,7 +7,7 @@ import { INODE_TYPE_NAMES, InodeType, ROOT_DIR_INODE_ID, inodeType, isDirectory,
 import { CDC_PORT, DEFAULT_HOST, DEFAULT_STORAGE_CLASS, SHARD_BASE_PORT } from '../proto/ports.js';
 import { AS_OF_NOW } from '../proto/time.js';
 import { SHARD_COUNT, shardOf } from '../proto/ids.js';
-import type { EdgeWithAttrsT } from '../proto/messages.js';
+import type { EdgeT, EdgeWithAttrsT } from '../proto/messages.js';
 import { ClientCore, type CoreOptions } from './core.js';
 import { EggsFileWriter, type FileWriter } from './file-writer.js';
 import { readFileChunks } from './file-reader.js';
@@ -86,6 +86,10 @@ export function typeName(id: bigint): 'directory' | 'file' | 'symlink' {
   const t = inodeType(id);
   if (t === InodeType.RESERVED) throw new EggsError(ErrorCode.MALFORMED_RESPONSE, `inode ${formatInodeId(id)} has the reserved type`);
   return INODE_TYPE_NAMES[t] as 'directory' | 'file' | 'symlink';
+}
+
+function dirEntry(e: EdgeT): DirEntry {
+  return { name: e.name.toString('utf8'), id: e.targetId, type: typeName(e.targetId), creationTime: e.creationTime };
 }
 
 export class EggsClient {
@@ -362,7 +366,7 @@ export class EggsClient {
       if (first !== undefined) {
         for (let r = first; !r.done; r = await batches.next()) {
           for (const e of r.value) {
-            const entry: DirEntryWithAttrs = { name: e.name.toString('utf8'), id: e.targetId, type: typeName(e.targetId), creationTime: e.creationTime };
+            const entry: DirEntryWithAttrs = dirEntry(e);
             if (e.hasAttrs) entry.attrs = { size: Number(e.size), mtime: e.mtime };
             yield entry;
           }
@@ -377,7 +381,7 @@ export class EggsClient {
   async *readDirId(dirId: bigint): AsyncIterable<DirEntry> {
     const page = (startHash: bigint) => this.core.shard('READ_DIR', dirId, { dirId, startHash, asOfTime: AS_OF_NOW });
     for await (const batch of readDirBatches(page)) {
-      for (const e of batch) yield { name: e.name.toString('utf8'), id: e.targetId, type: typeName(e.targetId), creationTime: e.creationTime };
+      for (const e of batch) yield dirEntry(e);
     }
   }
 

@@ -261,8 +261,7 @@ export class EggsFs implements FuseFilesystem {
 
   private async refresh(n: Node): Promise<void> {
     if (n.id === 0n) return; // pending: attributes are ours
-    const fresh = n.kind === 'directory' ? monoMs() - n.fetchedAtMs < DIR_ATTR_TTL_MS : n.fetchedAtMs > -Infinity;
-    if (fresh) return;
+    if (this.fresh(n)) return;
     const ahead = n.kind === 'directory' ? undefined : this.statAhead.waitFor(n.id);
     if (ahead) await ahead;
     const cached = n.kind === 'directory' ? undefined : this.fileAttrs.get(n.id);
@@ -289,11 +288,15 @@ export class EggsFs implements FuseFilesystem {
     }
   }
 
+  /** Whether a node's attributes are recent enough to hand out (a file's never change once fetched). */
+  private fresh(n: Node): boolean {
+    return n.kind === 'directory' ? monoMs() - n.fetchedAtMs < DIR_ATTR_TTL_MS : n.fetchedAtMs > -Infinity;
+  }
+
   /** Whether a node's attributes can be given without a STAT. */
   private attrsAtHand(id: bigint): boolean {
     const n = this.nodes.get(this.nodeidOf(id));
-    if (isDirectory(id)) return n !== undefined && monoMs() - n.fetchedAtMs < DIR_ATTR_TTL_MS;
-    return this.fileAttrs.has(id) || (n !== undefined && n.fetchedAtMs > -Infinity);
+    return (n !== undefined && this.fresh(n)) || (!isDirectory(id) && this.fileAttrs.has(id));
   }
 
   /** Remembers which file a name pointed at (a hint: a stale one costs a retry, never a wrong unlink). */

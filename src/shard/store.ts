@@ -28,6 +28,15 @@ import {
 import { Registry, UNKNOWN_IP, UNKNOWN_PORT } from './registry.js';
 import { EDGE_LAYOUT, EDGE_MIN_BYTES, EDGE_WITH_ATTRS_LAYOUT, READ_DIR_FETCH, edgeHashHex, edgeHexSql, edgeWithAttrsHexSql, encodeReadDirResponse, readDirPageCount, type EdgeLayout } from './readdir.js';
 
+/**
+ * The edges a listing shows (parameters: directory, start hash, as-of time), in (hash, name) order:
+ * the tail of a query whose select list reads the edge columns with max(creation_time).
+ */
+const LISTED_EDGES_SQL = `FROM edges
+  WHERE dir_id = ? AND name_hash >= ? AND creation_time <= ?
+  GROUP BY name_hash, name HAVING target_id <> 0
+  ORDER BY name_hash, name`;
+
 /** A request's definitive error answer. Not an Error: thrown on ordinary paths, so no stack. */
 export class ShardFail {
   constructor(
@@ -189,16 +198,10 @@ export class ShardStore {
       // One walk of the primary key: per (hash, name) the newest edge at or before asOf (SQLite
       // takes the bare columns of a max() aggregate from the row holding the max); deletion
       // markers (target 0) are then dropped. Each edge comes as one hex string (readdir.ts).
-      readDir: p(`SELECT ${edgeHexSql('target_id', 'name_hash', 'name', 'max(creation_time)')} FROM edges
-        WHERE dir_id = ? AND name_hash >= ? AND creation_time <= ?
-        GROUP BY name_hash, name HAVING target_id <> 0
-        ORDER BY name_hash, name LIMIT ${READ_DIR_FETCH}`).pluck(true),
+      readDir: p(`SELECT ${edgeHexSql('target_id', 'name_hash', 'name', 'max(creation_time)')} ${LISTED_EDGES_SQL} LIMIT ${READ_DIR_FETCH}`).pluck(true),
       // READ_DIR's edges (the same query), each with its target's row in files when it has one here.
       readDirWithAttrs: p(`SELECT ${edgeWithAttrsHexSql('e.target_id', 'e.name_hash', 'e.name', 'e.ct', 'f')} FROM (
-          SELECT target_id, name_hash, name, max(creation_time) AS ct FROM edges
-          WHERE dir_id = ? AND name_hash >= ? AND creation_time <= ?
-          GROUP BY name_hash, name HAVING target_id <> 0
-          ORDER BY name_hash, name LIMIT ${EDGE_WITH_ATTRS_LAYOUT.fetch}) AS e
+          SELECT target_id, name_hash, name, max(creation_time) AS ct ${LISTED_EDGES_SQL} LIMIT ${EDGE_WITH_ATTRS_LAYOUT.fetch}) AS e
         LEFT JOIN files AS f ON f.id = e.target_id
         ORDER BY e.name_hash, e.name`).pluck(true),
       fullReadDir: p(`SELECT target_id, name_hash, name, creation_time, current, owned FROM edges
